@@ -1,0 +1,259 @@
+"""Model surgery: token reduction inside a timm VisionTransformer, and its undo.
+
+`patch` swaps the model's class for a subclass whose forward runs the blocks with token reduction between
+attention and MLP, and stores one frozen `PatchInfo` on the model. Nothing else is touched: no parameter,
+no submodule, no block class. `unpatch` restores the class and removes that one attribute, so the model is
+exactly what it was. Each forward passes sizes and sources along as values; nothing is written to Python
+state inside forward, so the patched model is re-entrant and the schedule is plain data.
+
+The block and attention code follows timm >= 1.0 `Block` / `Attention`: LayerScale (ls1/ls2), drop-path,
+q/k norm, the attention output norm and gate where present, all prefix tokens (cls, distillation,
+registers) kept in front, attention through `F.scaled_dot_product_attention` with proportional attention as
+an additive log(size) bias.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Attention
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import Tensor, nn
+
+from tomebench.errors import UsageError
+from tomebench.reducers import REDUCERS, LayerTokens, Reducer, merge_tokens
+from tomebench.schedule import effective_schedule, layer_schedule, schedule_label
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one block does: remove r tokens with `reducer`, bias attention by log(size) if prop_attn."""
+
+    r: int
+    reducer: Reducer
+    prop_attn: bool
+
+
+@dataclass(frozen=True)
+class PatchInfo:
+    """Everything `patch` decided, kept on the model as `model._tome`. Read-only once made."""
+
+    reducer: str
+    schedule: str  # as written in the CSV: "constant", "decreasing" or "8,8,4,..."
+    r: tuple[int, ...]  # requested r per block (before the per-layer clamp)
+    prop_attn: bool
+    trace_source: bool
+    original_class: type
+    layers: tuple[LayerPlan, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """Tokens after the last block. size: (B, N, 1) or None (nothing merged); source: (B, N, N0) or None."""
+
+    size: Tensor | None
+    source: Tensor | None
+
+
+def num_prefix_tokens(model: VisionTransformer) -> int:
+    return int(getattr(model, "num_prefix_tokens", 1 if getattr(model, "cls_token", None) is not None else 0))
+
+
+def num_input_tokens(model: VisionTransformer) -> int:
+    """Tokens entering the first block at the model's configured image size (patches + prefix tokens)."""
+    return int(model.patch_embed.num_patches) + num_prefix_tokens(model)
+
+
+def default_prop_attn(model: nn.Module) -> bool:
+    """Proportional attention helps supervised models; the paper turns it off for off-the-shelf MAE models."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = f"{cfg.get('architecture', '')}.{cfg.get('tag', '')}".lower()
+    return "mae" not in names
+
+
+def is_patched(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "_tome", None), PatchInfo)
+
+
+def patch_info(model: nn.Module) -> PatchInfo | None:
+    return getattr(model, "_tome", None) if is_patched(model) else None
+
+
+def patch(
+    model: VisionTransformer,
+    reducer: str = "tome",
+    r: int | Sequence[int] = 16,
+    schedule: str | Sequence[int] = "constant",
+    prop_attn: bool | None = None,
+    trace_source: bool = False,
+    **options: Any,
+) -> VisionTransformer:
+    """Patch a timm VisionTransformer in place for token reduction and return it.
+
+    r: tokens removed per block (int) or an explicit per-block list; schedule: "constant", "decreasing" or
+    an explicit per-block list (then r is ignored). prop_attn=None picks the paper's default for the model.
+    trace_source keeps a (B, N, N0) map from tokens to input patches (for visualisation). `options` go to
+    the reducer. Calling patch again replaces the previous settings.
+    """
+    _check_supported(model)
+    depth = len(model.blocks)
+    name = REDUCERS.canonical(reducer)
+    if name == "none":
+        rs, label = (0,) * depth, "constant"
+    elif isinstance(schedule, str) and isinstance(r, int):
+        rs, label = layer_schedule(r, depth, schedule), schedule
+    else:
+        rs = layer_schedule(r if isinstance(schedule, str) else schedule, depth)
+        label = schedule_label(rs)
+    fn = REDUCERS.get(name)
+    bound = functools.partial(fn, **options) if options else fn
+    use_prop = default_prop_attn(model) if prop_attn is None else bool(prop_attn)
+    previous = patch_info(model)
+    original = previous.original_class if previous else type(model)
+    layers = tuple(LayerPlan(r=v, reducer=bound, prop_attn=use_prop) for v in rs)
+    info = PatchInfo(
+        reducer=name,
+        schedule=label,
+        r=rs,
+        prop_attn=use_prop,
+        trace_source=trace_source,
+        original_class=original,
+        layers=layers,
+        options=dict(options),
+    )
+    model.__class__ = _patched_class(original)
+    model._tome = info
+    return model
+
+
+def unpatch(model: nn.Module) -> nn.Module:
+    """Undo `patch`: the model's class and attributes are exactly as before. A no-op on unpatched models."""
+    info = patch_info(model)
+    if info is not None:
+        model.__class__ = info.original_class
+        del model._tome
+    return model
+
+
+def forward_with_state(model: VisionTransformer, x: Tensor) -> tuple[Tensor, TokenState]:
+    """Run a patched model on images x (B, 3, H, W); return logits and the final TokenState."""
+    feats, state = _forward_tokens(model, x)
+    return _forward_head(model, feats, state.size), state
+
+
+def token_counts(model: VisionTransformer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(effective r per block, tokens after each block) at the model's configured image size."""
+    info = patch_info(model)
+    rs = tuple(layer.r for layer in info.layers) if info else (0,) * len(model.blocks)
+    return effective_schedule(rs, num_input_tokens(model), num_prefix_tokens(model))
+
+
+def _check_supported(model: nn.Module) -> None:
+    if not isinstance(model, VisionTransformer):
+        raise UsageError(
+            f"{type(model).__name__} is not a timm VisionTransformer; tomebench patches ViT/DeiT-style models."
+        )
+    for i, block in enumerate(model.blocks):
+        if not isinstance(block, Block) or not isinstance(block.attn, Attention):
+            raise UsageError(
+                f"block {i} is a {type(block).__name__} with {type(getattr(block, 'attn', None)).__name__}; "
+                "tomebench supports timm's standard pre-norm Block with Attention."
+            )
+
+
+@functools.cache
+def _patched_class(original: type) -> type:
+    """A subclass of the model's own class (so DeiT's distilled head etc. keep working) with ToMe forward."""
+    return type(f"ToMe{original.__name__}", (_ToMeForward, original), {})
+
+
+class _ToMeForward:
+    """Forward methods placed in front of the original VisionTransformer class by `patch`."""
+
+    def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        _refuse_masks(attn_mask, is_causal)
+        return _forward_tokens(self, x)[0]
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        _refuse_masks(attn_mask, is_causal)
+        feats, state = _forward_tokens(self, x)
+        return _forward_head(self, feats, state.size)
+
+
+def _refuse_masks(attn_mask: Tensor | None, is_causal: bool) -> None:
+    if attn_mask is not None or is_causal:
+        raise NotImplementedError("token reduction changes the sequence, so attention masks cannot be applied")
+
+
+def _forward_tokens(model: Any, x: Tensor) -> tuple[Tensor, TokenState]:
+    """Images (B, 3, H, W) -> final normed tokens (B, N', C) and their sizes/sources."""
+    info: PatchInfo = model._tome
+    x = model.patch_embed(x)
+    x = model._pos_embed(x)  # (B, N, C), prefix tokens first
+    x = model.patch_drop(x)
+    x = model.norm_pre(x)
+    p = num_prefix_tokens(model)
+    size: Tensor | None = None
+    source: Tensor | None = None
+    if info.trace_source:
+        b, n, _ = x.shape
+        source = torch.eye(n, device=x.device, dtype=x.dtype).expand(b, n, n)  # (B, N, N0)
+    for block, layer in zip(model.blocks, info.layers):
+        x, size, source = _block_forward(block, layer, x, size, source, p)
+    return model.norm(x), TokenState(size, source)
+
+
+def _block_forward(
+    block: Block, layer: LayerPlan, x: Tensor, size: Tensor | None, source: Tensor | None, p: int
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One timm Block with token reduction between attention and MLP. x: (B, N, C) -> (B, N - r, C)."""
+    attn_out, metric = _attention(block.attn, block.norm1(x), size if layer.prop_attn else None, layer.r > 0)
+    x = x + block.drop_path1(block.ls1(attn_out))
+    if layer.r > 0:
+        merge = layer.reducer(LayerTokens(metric=metric, size=size, num_prefix_tokens=p), layer.r)
+        x, size, source = merge_tokens(merge, x, size, source)
+    x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    return x, size, source
+
+
+def _attention(attn: Attention, x: Tensor, size: Tensor | None, want_metric: bool) -> tuple[Tensor, Tensor | None]:
+    """timm Attention through SDPA, with log(size) added to every key's logit when size is given.
+
+    x: (B, N, C); size: (B, N, 1) or None. Returns the attention output (B, N, C) and, if asked, the metric:
+    the keys averaged over heads (B, N, head_dim), taken from the same qkv projection.
+    """
+    b, n, _ = x.shape
+    gate = getattr(attn, "gate", None)
+    gate_values = gate(x).sigmoid() if gate is not None else None
+    qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    bias = None if size is None else size.log()[:, None, None, :, 0].to(q.dtype)  # (B, 1, 1, N)
+    dropout = attn.attn_drop.p if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, H, N, D)
+    out = out.transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim)
+    out = getattr(attn, "norm", nn.Identity())(out)
+    if gate_values is not None:
+        out = out * gate_values
+    out = attn.proj_drop(attn.proj(out))
+    return out, (k.mean(dim=1) if want_metric else None)
+
+
+def _forward_head(model: Any, x: Tensor, size: Tensor | None) -> Tensor:
+    """The classifier head; average pooling weighs each token by its size so merged tokens count fully."""
+    pooling = getattr(model, "global_pool", "token")
+    if size is None or getattr(model, "attn_pool", None) is not None or pooling not in ("avg", "avgmax"):
+        return model.forward_head(x)
+    if not getattr(model, "pool_include_prefix", False):
+        p = num_prefix_tokens(model)
+        x, size = x[:, p:], size[:, p:]
+    pooled = (x * size).sum(dim=1) / size.sum(dim=1)  # (B, C)
+    if pooling == "avgmax":
+        pooled = 0.5 * (x.amax(dim=1) + pooled)
+    return model.head(model.head_drop(model.fc_norm(pooled)))

@@ -1,0 +1,6 @@
+"""Registered token reducers. Importing this package registers the built-in ones."""
+
+from tomebench.reducers import tome as _tome  # noqa: F401  (registers "tome", "none")
+from tomebench.reducers.base import REDUCERS, LayerTokens, Merge, Reducer, do_nothing, max_r, merge_tokens
+
+__all__ = ["REDUCERS", "LayerTokens", "Merge", "Reducer", "do_nothing", "max_r", "merge_tokens"]

@@ -1,0 +1,71 @@
+"""The reducer interface: what a reducer sees of one block, and how its plan is applied to tokens.
+
+A reducer is a pure function `fn(tokens: LayerTokens, r: int, **options) -> Merge`. It decides, under
+`no_grad`, which tokens to combine or drop and returns a `Merge` closure that applies that plan to any
+(B, N, C) tensor laid out like the tokens (features, sizes, sources). Merging and pruning share this one
+interface, so every reducer removes exactly the same number of tokens per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from tomebench.registry import Registry
+
+
+class Merge(Protocol):
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        """(B, N, C) -> (B, N - r, C); `mode` is how combined tokens reduce ("sum", "mean", "amax")."""
+        ...
+
+
+@dataclass(frozen=True)
+class LayerTokens:
+    """What a reducer may look at in one block. Prefix tokens (cls, distillation, registers) come first.
+
+    metric: (B, N, C) similarity features, by default the keys averaged over heads.
+    size: (B, N, 1) how many input patches each token stands for; None while no token was merged.
+    """
+
+    metric: Tensor
+    size: Tensor | None
+    num_prefix_tokens: int
+
+
+Reducer = Callable[..., Merge]
+
+REDUCERS: Registry[Reducer] = Registry("reducer")
+
+
+def do_nothing(x: Tensor, mode: str = "sum") -> Tensor:
+    """The Merge of a layer that removes nothing."""
+    return x
+
+
+def max_r(num_tokens: int, num_prefix_tokens: int) -> int:
+    """The most tokens one layer can remove: bipartite matching pairs at most half the non-prefix tokens."""
+    return max(num_tokens - num_prefix_tokens, 0) // 2
+
+
+def merge_tokens(
+    merge: Merge, x: Tensor, size: Tensor | None, source: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Apply a plan to features (size-weighted average), sizes (sum) and sources (union).
+
+    x: (B, N, C); size: (B, N, 1) or None for all ones; source: (B, N, N0) 0/1 map to input tokens, or None.
+    Returns x (B, N - r, C), size (B, N - r, 1), source (B, N - r, N0) or None. For a pruning plan (a gather)
+    this reduces to keeping the selected rows unchanged.
+    """
+    if size is None:
+        size = torch.ones_like(x[..., :1])
+    x = merge(x * size, "sum")
+    size = merge(size, "sum")
+    x = x / size
+    if source is not None:
+        source = merge(source, "amax")
+    return x, size, source

@@ -1,0 +1,129 @@
+"""The one timing loop: warm-up, then interleaved repeats of several configurations, raw times kept.
+
+On CUDA each repeat is bracketed by CUDA events after a synchronise, and the clock is read only once the
+end event has completed, so no queued kernel escapes the measurement. On CPU `time.perf_counter` is exact.
+Configurations are measured round-robin (repeat 1 of every configuration, then repeat 2, ...), so clock
+drift and noisy neighbours hit all of them alike.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+NOISY_SPREAD = 0.10  # flag a measurement whose p10-p90 spread exceeds this fraction of its median
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How long to warm up and how often to repeat. Defaults suit a CPU; `for_device` adapts them."""
+
+    warmup_iters: int = 2
+    warmup_s: float = 0.5  # caches fill, GPU clocks ramp up; both minimums must be met
+    repeats: int = 7
+    min_repeat_s: float = 0.1  # iterations per repeat are chosen so one repeat lasts at least this
+
+    @classmethod
+    def for_device(cls, device: torch.device, repeats: int | None = None) -> TimingPlan:
+        plan = cls(warmup_iters=10, warmup_s=2.0, repeats=10, min_repeat_s=0.25) if device.type == "cuda" else cls()
+        return plan if repeats is None else TimingPlan(plan.warmup_iters, plan.warmup_s, repeats, plan.min_repeat_s)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to time. `prepare` puts the model into this configuration (untimed);
+    `step` runs one batch. `label` is for progress messages only."""
+
+    label: str
+    prepare: Callable[[], None]
+    step: Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Raw result for one candidate: seconds per iteration of each repeat, plus peak memory."""
+
+    step_times: tuple[float, ...]
+    iters_per_repeat: int
+    peak_mem_mb: float | None
+
+    def samples_per_sec(self, batch_size: int) -> tuple[float, float, float]:
+        """(median, p10, p90) images per second over the repeats."""
+        rates = sorted(batch_size / t for t in self.step_times)
+        return statistics.median(rates), _quantile(rates, 0.1), _quantile(rates, 0.9)
+
+    def median_step_ms(self) -> float:
+        return statistics.median(self.step_times) * 1e3
+
+    def spread(self, batch_size: int) -> float:
+        """(p90 - p10) / median of the throughput."""
+        median, p10, p90 = self.samples_per_sec(batch_size)
+        return (p90 - p10) / median
+
+
+def time_interleaved(
+    candidates: Sequence[Candidate],
+    device: torch.device,
+    plan: TimingPlan,
+    on_repeat: Callable[[str], None] | None = None,
+) -> list[Timing]:
+    """Warm up each candidate, then time `plan.repeats` round-robin passes over all of them.
+
+    Exceptions from a candidate propagate: callers isolate failing configurations before timing.
+    """
+    iters, peaks = [], []
+    for cand in candidates:
+        cand.prepare()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        per_iter = _warm_up(cand.step, device, plan)
+        peaks.append(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
+        iters.append(max(1, math.ceil(plan.min_repeat_s / per_iter)))
+
+    times: list[list[float]] = [[] for _ in candidates]
+    for _ in range(plan.repeats):
+        for i, cand in enumerate(candidates):
+            cand.prepare()
+            times[i].append(_timed_repeat(cand.step, iters[i], device) / iters[i])
+            if on_repeat:
+                on_repeat(cand.label)
+    return [Timing(tuple(t), n, peak) for t, n, peak in zip(times, iters, peaks)]
+
+
+def _warm_up(step: Callable[[], object], device: torch.device, plan: TimingPlan) -> float:
+    """Run until both warm-up minimums are met; return the mean seconds per iteration of the later half."""
+    start, count, recent = time.perf_counter(), 0, []
+    while count < plan.warmup_iters or time.perf_counter() - start < plan.warmup_s:
+        recent.append(_timed_repeat(step, 1, device))
+        count += 1
+    later = recent[len(recent) // 2 :]
+    return max(sum(later) / len(later), 1e-9)
+
+
+def _timed_repeat(step: Callable[[], object], iters: int, device: torch.device) -> float:
+    """Seconds for `iters` calls of step, including all device work they queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(iters):
+            step()
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / 1e3
+    begin_s = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return time.perf_counter() - begin_s
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of already sorted values (numpy's default method)."""
+    pos = q * (len(sorted_values) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

@@ -87,3 +87,11 @@ def parse_r_values(text: str) -> list[int]:
     if re.fullmatch(r"-\d+", spec) or re.search(r"(^|,)\s*-\d", spec):
         raise UsageError(f"bad r {text!r}: r counts tokens removed per layer and must be >= 0.")
     raise UsageError(f"bad r {text!r}: use a number (16), a list (0,8,16) or a range (0..24 or 0..24:4).")
+
+
+def full_r(num_tokens: int, num_prefix_tokens: int, depth: int) -> int:
+    """The largest constant r worth sweeping: the one that spends every non-prefix token over the blocks.
+
+    (196 patches, 12 blocks) -> 16, the paper's r for ViT-B/16 and DeiT; (196, 24) -> 8 for ViT-L/16.
+    """
+    return max(num_tokens - num_prefix_tokens, 0) // max(depth, 1)

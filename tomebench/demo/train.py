@@ -18,35 +18,13 @@ from timm.data import create_transform
 from timm.models.vision_transformer import VisionTransformer
 
 from tomebench.demo.digits import Sample, load_split, to_pil
+from tomebench.demo.model import DEMO_DATA_CFG, DEMO_VIT_KWARGS, WEIGHTS
 
-# 32x32 input in 4x4 patches: 64 patch tokens + 1 class token = 65 tokens.
-DEMO_VIT_KWARGS = dict(
-    img_size=32,
-    patch_size=4,
-    in_chans=3,
-    num_classes=10,
-    embed_dim=64,
-    depth=8,
-    num_heads=4,
-    mlp_ratio=2.0,
-    class_token=True,
-    global_pool="token",
-)
-
-DEMO_DATA_CFG = dict(
-    input_size=(3, 32, 32),
-    interpolation="bicubic",
-    crop_pct=1.0,
-    crop_mode="center",
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-)
-
-DEFAULT_OUT = Path(__file__).with_name("demo_vit.safetensors")
+DEFAULT_OUT = WEIGHTS
 
 
 def build_model() -> VisionTransformer:
-    """Return a freshly initialised demo ViT (about 0.37 M parameters)."""
+    """Return a freshly initialised demo ViT."""
     return VisionTransformer(**DEMO_VIT_KWARGS)
 
 

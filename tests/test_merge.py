@@ -1,0 +1,184 @@
+"""Invariants of bipartite soft matching and `merge_tokens` (the maths of ToMe, no model involved)."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tomebench.reducers import REDUCERS, LayerTokens, do_nothing, max_r, merge_tokens
+from tomebench.reducers.tome import bipartite_soft_matching
+
+SETTINGS = settings(max_examples=60, deadline=None)
+
+
+@st.composite
+def layers(draw, given_size: bool = False):
+    """A random layer: metric (B, N, C), features x (B, N, C), optional sizes (B, N, 1), prefix P < N, r."""
+    b = draw(st.integers(1, 3))
+    n = draw(st.integers(2, 40))
+    c = draw(st.integers(1, 8))
+    p = draw(st.integers(0, min(4, n - 1)))
+    r = draw(st.integers(0, n))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    metric = torch.randn(b, n, c, generator=g, dtype=torch.float64)
+    x = torch.randn(b, n, c, generator=g, dtype=torch.float64)
+    # Integer sizes as a previous layer would leave them (each token stands for 1..5 patches).
+    size = torch.randint(1, 6, (b, n, 1), generator=g).to(torch.float64) if given_size else None
+    return metric, x, size, p, r
+
+
+def expected_tokens(n: int, p: int, r: int) -> int:
+    return n - min(r, (n - p) // 2)
+
+
+def identity_source(b: int, n: int) -> torch.Tensor:
+    return torch.eye(n, dtype=torch.float64).expand(b, n, n).clone()  # (B, N, N0)
+
+
+@SETTINGS
+@given(layers())
+def test_token_count_sizes_and_prefix_from_no_size(layer):
+    metric, x, _, p, r = layer
+    b, n, c = x.shape
+    merge = bipartite_soft_matching(metric, r, p)
+    out, size, _ = merge_tokens(merge, x, None, None)
+
+    n_out = expected_tokens(n, p, r)
+    assert out.shape == (b, n_out, c)
+    assert size.shape == (b, n_out, 1)
+    # Every input patch is counted exactly once.
+    assert torch.equal(size.sum(dim=(1, 2)), torch.full((b,), float(n), dtype=size.dtype))
+    assert torch.all(size >= 1)
+    # Prefix tokens are untouched and stay in front (x * 1 / 1 is exact).
+    assert torch.equal(out[:, :p], x[:, :p])
+    assert torch.equal(size[:, :p], torch.ones(b, p, 1, dtype=size.dtype))
+
+
+@SETTINGS
+@given(layers(given_size=True))
+def test_sizes_and_weighted_sum_preserved_from_given_size(layer):
+    metric, x, size_in, p, r = layer
+    b, n, c = x.shape
+    merge = bipartite_soft_matching(metric, r, p)
+    out, size, _ = merge_tokens(merge, x, size_in, None)
+
+    assert out.shape == (b, expected_tokens(n, p, r), c)
+    assert torch.equal(size.sum(dim=1), size_in.sum(dim=1))
+    # The size-weighted mean of the features is invariant under merging.
+    torch.testing.assert_close((out * size).sum(dim=1), (x * size_in).sum(dim=1), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[:, :p], x[:, :p], rtol=1e-12, atol=1e-12)
+    assert torch.equal(size[:, :p], size_in[:, :p])
+
+
+@SETTINGS
+@given(layers(given_size=True))
+def test_source_is_a_partition_of_the_input_patches(layer):
+    metric, x, size_in, p, r = layer
+    b, n, _ = x.shape
+    # Two rounds, so that the second one merges tokens that already stand for several patches.
+    source = identity_source(b, n)
+    size = None
+    for round_r in (r, max(r // 2, 1)):
+        merge = bipartite_soft_matching(metric, round_r, p)
+        x, size, source = merge_tokens(merge, x, size, source)
+        metric = merge(metric, "mean")
+
+    n_out = x.shape[1]
+    assert source.shape == (b, n_out, n)
+    assert torch.all((source == 0) | (source == 1))
+    assert torch.equal(source.sum(dim=1), torch.ones(b, n, dtype=source.dtype))  # each patch in one token
+    assert torch.equal(source.sum(dim=-1, keepdim=True), size)  # a token's size counts its patches
+    # Prefix tokens stand only for themselves.
+    assert torch.equal(source[:, :p, :p], torch.eye(p, dtype=source.dtype).expand(b, p, p))
+
+
+@SETTINGS
+@given(layers())
+def test_each_output_token_is_the_mean_of_its_patches(layer):
+    metric, x, _, p, r = layer
+    b, n, _ = x.shape
+    merge = bipartite_soft_matching(metric, r, p)
+    out, size, source = merge_tokens(merge, x, None, identity_source(b, n))
+    # Independent formulation: average the input rows named by each source row.
+    expected = (source @ x) / source.sum(dim=-1, keepdim=True)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
+@SETTINGS
+@given(layers(given_size=True))
+def test_r_zero_is_identity(layer):
+    metric, x, size_in, p, _ = layer
+    merge = bipartite_soft_matching(metric, 0, p)
+    assert merge is do_nothing
+    assert merge(x) is x
+    out, size, source = merge_tokens(merge, x, None, None)
+    assert torch.equal(out, x)
+    assert torch.equal(size, torch.ones_like(x[..., :1]))
+    assert source is None
+    out, size, _ = merge_tokens(merge, x, size_in, None)
+    assert torch.equal(size, size_in)
+    torch.testing.assert_close(out, x, rtol=1e-12, atol=1e-12)
+
+
+@SETTINGS
+@given(layers())
+def test_registered_reducer_matches_matcher_and_clamps(layer):
+    metric, x, _, p, r = layer
+    n = x.shape[1]
+    merge = REDUCERS.get("tome")(LayerTokens(metric=metric, size=None, num_prefix_tokens=p), r)
+    assert merge(x).shape[1] == n - min(r, max_r(n, p))
+    assert torch.equal(merge(x), bipartite_soft_matching(metric, r, p)(x))
+
+
+def test_identical_a_b_pair_is_merged_first():
+    # Non-prefix positions 1.. (P=1): A = 1, 3, 5; B = 2, 4, 6. Make A token 3 equal to B token 6,
+    # every other pair clearly dissimilar (orthogonal directions).
+    p = 1
+    metric = torch.zeros(1, 7, 6)
+    metric[0, 0, 0] = 1.0  # cls, never matched
+    for pos, axis in zip((1, 2, 4, 5), (1, 2, 3, 4)):
+        metric[0, pos, axis] = 1.0
+    metric[0, 3, 5] = 1.0
+    metric[0, 6, 5] = 1.0
+    x = torch.arange(7, dtype=torch.float32).reshape(1, 7, 1) * 10  # token i carries value 10 i
+    out, size, _ = merge_tokens(bipartite_soft_matching(metric, 1, p), x, None, None)
+
+    # Layout [prefix, unmerged A (by score), B]: token 3 vanished into token 6 -> value (30 + 60) / 2.
+    assert out.shape == (1, 6, 1)
+    assert out[0, 0, 0].item() == 0.0
+    assert sorted(out[0, 1:3, 0].tolist()) == [10.0, 50.0]
+    assert out[0, 3:, 0].tolist() == [20.0, 40.0, 45.0]
+    assert size[0, :, 0].tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 2.0]
+
+
+def test_alternating_split_never_merges_within_a_or_within_b():
+    # P = 2. A = positions 2, 4, 6 (even offsets), B = 3, 5, 7 (odd). Positions 2 and 4 (both A) are identical
+    # and so are 3 and 5 (both B); the only similar cross pair is (6, 7). A split other than the alternating
+    # one would merge an identical pair instead.
+    p = 2
+    metric = torch.zeros(1, 8, 4)
+    metric[0, :2, 0] = 1.0  # prefix tokens look exactly like A token 2: must still be ignored
+    metric[0, 2, 0] = metric[0, 4, 0] = 1.0  # A, A
+    metric[0, 3, 1] = metric[0, 5, 1] = 1.0  # B, B
+    metric[0, 6, 2] = 1.0  # A
+    metric[0, 7, 2] = 1.0  # B, identical to A token 6
+    metric[0, 7, 3] = 0.01
+    x = torch.arange(8, dtype=torch.float32).reshape(1, 8, 1)
+    out, size, source = merge_tokens(bipartite_soft_matching(metric, 1, p), x, None, torch.eye(8)[None])
+
+    assert out[0, :2, 0].tolist() == [0.0, 1.0]  # prefix in front, untouched
+    # B tokens keep their original order at the end; the merged one is B token 7 holding A token 6.
+    assert out[0, -3:, 0].tolist() == [3.0, 5.0, 6.5]
+    assert source[0, -1].nonzero().flatten().tolist() == [6, 7]
+    assert sorted(out[0, 2:4, 0].tolist()) == [2.0, 4.0]
+    assert size.sum().item() == 8.0
+
+
+def test_r_is_clamped_to_half_the_non_prefix_tokens():
+    metric = torch.randn(2, 11, 4, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 11, 4)
+    for p, expected in ((0, 6), (1, 6), (3, 7), (4, 8)):
+        merge = bipartite_soft_matching(metric, 100, p)
+        assert merge(x).shape == (2, expected, 4), p

@@ -1,0 +1,218 @@
+"""The `tomebench` command line. Commands are thin: they build a spec, call the engine, and render.
+
+Every TomebenchError becomes one line on stderr and its exit code; nothing measured is thrown away by a
+failure that can be caught before measuring (the output path is checked first).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tomebench import plots
+from tomebench.errors import TomebenchError
+from tomebench.models import ALIASES
+from tomebench.reducers import REDUCERS
+from tomebench.results import Row, check_writable, read_csv, write_csv
+from tomebench.schedule import parse_r_values
+from tomebench.sweep import SweepSpec, run_sweep
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    help="Measure what token reduction (ToMe and friends) buys a timm Vision Transformer.",
+)
+console = Console()
+errors = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias (see `tomebench models`) or any timm name.")]
+ROpt = Annotated[
+    Optional[str], typer.Option("--r", help="r values: 16, 0,8,16, 0..24 or 0..24:4. Default: 0 to the model's full r.")
+]
+ScheduleOpt = Annotated[str, typer.Option(help="constant, decreasing (2r down to 0), or a per-block list 16,12,8.")]
+PropAttnOpt = Annotated[
+    Optional[bool], typer.Option("--prop-attn/--no-prop-attn", help="Proportional attention. Default: the paper's.")
+]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Images per batch. Default: 256 on CUDA, 32 on CPU.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[Optional[str], typer.Option(help="fp32, fp16 or bf16 (autocast). Default: fp16 on CUDA, fp32 on CPU.")]
+DataOpt = Annotated[
+    Optional[str],
+    typer.Option(help="synthetic (throughput only), demo (the digits test split) or an image folder. "
+                 "Default: demo for the demo model, else synthetic."),
+]
+LabelsOpt = Annotated[Optional[Path], typer.Option(help="Labels for a flat image folder: one per line, or name,label.")]
+LimitOpt = Annotated[Optional[int], typer.Option(help="Evaluate a class-balanced, deterministic subset of N images.")]
+PretrainedOpt = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Load pretrained weights via timm.")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(help="Local .safetensors/.pth weights to load instead.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="CSV to write. Default: results/<command>-<model>.csv")]
+RepeatsOpt = Annotated[Optional[int], typer.Option(help="Timed repeats per configuration.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="DataLoader workers for the accuracy pass.")]
+
+
+def _fail(exc: TomebenchError) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+class _RichProgress:
+    """The engine's Progress protocol on a rich progress bar: one task per phase."""
+
+    def __init__(self, bar: Progress):
+        self.bar = bar
+        self.task = None
+
+    def phase(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, completed=self.bar.tasks[self.task].total)
+        self.task = self.bar.add_task(name, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        self.bar.advance(self.task, amount)
+
+
+def _run(spec: SweepSpec, out: Path) -> list[Row]:
+    check_writable(out)
+    columns = (TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        rows = run_sweep(spec, _RichProgress(bar))
+    write_csv(rows, out)
+    console.print(_summary(rows))
+    console.print(f"wrote {out}")
+    frame = read_csv(out)
+    try:
+        for path in plots.save(plots.main_figure(frame), out.with_suffix("")):
+            console.print(f"wrote {path}")
+    except ValueError as exc:  # nothing plottable, e.g. every configuration failed
+        errors.print(f"no plot: {exc}")
+    if all(row.error for row in rows):
+        raise TomebenchError(f"every configuration failed; see the error column of {out}")
+    return rows
+
+
+def _fmt(value, spec: str = ".1f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _summary(rows: list[Row]) -> Table:
+    table = Table(title=f"{rows[0].model} · {rows[0].device} · {rows[0].dtype} · batch {rows[0].infer_batch_size}")
+    for name in ("reducer", "r", "img/s", "speedup", "GFLOPs", "tokens", "top-1", "top-5"):
+        table.add_column(name, justify="left" if name == "reducer" else "right", no_wrap=True)
+    table.add_column("note / error", overflow="fold", min_width=20)
+    for row in rows:
+        table.add_row(
+            row.reducer,
+            str(row.r),
+            _fmt(row.infer_samples_per_sec),
+            _fmt(row.speedup, ".2f"),
+            _fmt(row.infer_gflops, ".3g"),
+            _fmt(row.tokens_final, "d"),
+            _fmt(row.top1, ".2f"),
+            _fmt(row.top5, ".2f"),
+            row.error or row.note or "",
+        )
+    return table
+
+
+def _default_out(command: str, model: str) -> Path:
+    return Path("results") / f"{command}-{model.replace('/', '_').replace(':', '_')}.csv"
+
+
+@app.command()
+def sweep(
+    model: ModelOpt = "demo",
+    r: ROpt = None,
+    reducer: Annotated[str, typer.Option(help="Registered reducer (see `tomebench reducers`).")] = "tome",
+    schedule: ScheduleOpt = "constant",
+    prop_attn: PropAttnOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    out: OutOpt = None,
+    repeats: RepeatsOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Sweep r for one reducer: throughput (interleaved with the unpatched model), GFLOPs, accuracy."""
+    try:
+        spec = SweepSpec(
+            model=model,
+            reducers=(reducer,),
+            r=None if r is None else tuple(parse_r_values(r)),
+            schedule=schedule,
+            prop_attn=prop_attn,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            data=data,
+            labels=labels,
+            limit=limit,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            repeats=repeats,
+            workers=workers,
+        )
+        _run(spec, out or _default_out("sweep", model))
+    except TomebenchError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def models() -> None:
+    """List the model aliases and the timm names they stand for (any timm name works too)."""
+    table = Table(title="model aliases")
+    table.add_column("alias", no_wrap=True)
+    table.add_column("timm name", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    for alias, (timm_name, what) in ALIASES.items():
+        table.add_row(alias, timm_name, what)
+    console.print(table)
+
+
+@app.command()
+def reducers() -> None:
+    """List the registered reducers."""
+    table = Table(title="reducers")
+    table.add_column("name", no_wrap=True)
+    table.add_column("aliases", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    for entry in REDUCERS:
+        table.add_row(entry.name, ", ".join(entry.aliases), entry.description)
+    console.print(table)
+
+
+@app.command("train-demo")
+def train_demo(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to save the weights.")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed for init, shuffling and augmentation.")] = 0,
+) -> None:
+    """Re-train the bundled demo ViT on the digits train split (about 2-3 minutes on 2 CPU cores)."""
+    from tomebench.demo.train import DEFAULT_OUT, train_demo as train
+
+    target = out or DEFAULT_OUT
+    try:
+        check_writable(target)
+    except TomebenchError as exc:
+        raise _fail(exc) from None
+    with console.status(f"training the demo ViT for {epochs} epochs"):
+        result = train(target, epochs=epochs, seed=seed)
+    console.print(
+        f"wrote {target}: test top-1 {result['test_top1']:.2f}% after {result['train_time_s']:.0f} s "
+        f"({result['epochs']} epochs, seed {result['seed']})"
+    )
+
+

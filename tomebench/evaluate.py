@@ -1,0 +1,89 @@
+"""Accuracy in one data pass: each batch is decoded once and run under every configuration.
+
+Switching configuration is a `prepare()` call (patch/unpatch swaps the model's class; no weights move), so
+the cost of decoding, resizing and host-to-device copies is paid once however many configurations a sweep has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tomebench.data import DeviceNormalize
+from tomebench.errors import one_line
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """top1/top5 in percent over n_images readable images; error set if the configuration failed mid-pass."""
+
+    top1: float | None
+    top5: float | None
+    n_images: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    per_config: tuple[Accuracy, ...]
+    skipped: int  # unreadable images, identical for every configuration
+
+
+def count_correct(logits: Tensor, labels: Tensor, k: int) -> int:
+    """Images whose label is among the k highest logits. logits (B, C), labels (B,)."""
+    k = min(k, logits.shape[-1])
+    top = logits.topk(k, dim=-1).indices  # (B, k)
+    return int((top == labels[:, None]).any(dim=-1).sum())
+
+
+def evaluate_in_one_pass(
+    model: torch.nn.Module,
+    prepares: Sequence[Callable[[], None]],
+    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+    normalize: DeviceNormalize,
+    autocast: Callable[[], AbstractContextManager],
+    on_batch: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """Evaluate `model` under each configuration (`prepares[i]()` switches to it) over the same batches.
+
+    batches yield (uint8 images (B, 3, H, W), labels (B,), readable (B,) bool). A configuration that raises is
+    marked with its error and left out of later batches; the others go on.
+    """
+    correct1 = [0] * len(prepares)
+    correct5 = [0] * len(prepares)
+    errors: list[str | None] = [None] * len(prepares)
+    seen = skipped = 0
+    with torch.inference_mode():
+        for images, labels, readable in batches:
+            keep = readable.bool()
+            skipped += int((~keep).sum())
+            if not keep.any():
+                continue
+            x = normalize(images[keep])
+            y = labels[keep].to(normalize.device, non_blocking=True)
+            seen += int(keep.sum())
+            for i, prepare in enumerate(prepares):
+                if errors[i] is not None:
+                    continue
+                try:
+                    prepare()
+                    with autocast():
+                        logits = model(x)
+                except (RuntimeError, ValueError, NotImplementedError) as exc:
+                    errors[i] = one_line(exc)
+                    continue
+                correct1[i] += count_correct(logits, y, 1)
+                correct5[i] += count_correct(logits, y, 5)
+            if on_batch:
+                on_batch(len(labels))
+    results = tuple(
+        Accuracy(None, None, seen, err)
+        if err is not None or seen == 0
+        else Accuracy(100.0 * c1 / seen, 100.0 * c5 / seen, seen)
+        for c1, c5, err in zip(correct1, correct5, errors)
+    )
+    return Evaluation(results, skipped)

@@ -1,0 +1,104 @@
+"""Figures from tomebench CSVs. Pure: a DataFrame in, a matplotlib Figure out; nothing here measures.
+
+Figures are built with `matplotlib.figure.Figure` directly (no pyplot), so no global backend state is touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+BASELINE = "none"
+
+
+def usable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows that were measured (no error) and have a throughput."""
+    ok = frame["error"].isna() | (frame["error"].astype("string").str.len() == 0)
+    return frame[ok & frame["infer_samples_per_sec"].notna()]
+
+
+def pareto_frontier(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points no other point beats on both x and y (both higher-is-better), sorted by x."""
+    points = frame.dropna(subset=[x, y]).sort_values([x, y], ascending=[False, False])
+    best_y, keep = float("-inf"), []
+    for index, value in points[y].items():
+        if value > best_y:
+            keep.append(index)
+            best_y = value
+    return points.loc[keep].sort_values(x)
+
+
+def _title(frame: pd.DataFrame, what: str) -> str:
+    first = frame.iloc[0]
+    device = first.get("device_name") if pd.notna(first.get("device_name")) else first.get("device")
+    return f"{what}\n{first['model']} · {device} · {first['dtype']} · batch {first['infer_batch_size']}"
+
+
+def _curves(frame: pd.DataFrame):
+    """(reducer, rows sorted by r) for each reducer; the unpatched baseline comes separately."""
+    for reducer, rows in frame[frame["reducer"] != BASELINE].groupby("reducer", sort=False):
+        yield reducer, rows.sort_values("r")
+
+
+def speed_accuracy(frame: pd.DataFrame, x: str = "infer_samples_per_sec") -> Figure:
+    """Throughput (or speedup) against top-1: one curve per reducer, points labelled with r, frontier marked."""
+    frame = usable(frame).dropna(subset=["top1"])
+    if frame.empty:
+        raise ValueError("no row has both a throughput and a top-1 accuracy")
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for reducer, rows in _curves(frame):
+        ax.plot(rows[x], rows["top1"], marker="o", label=reducer)
+        for _, row in rows.iterrows():
+            ax.annotate(f"r={row['r']}", (row[x], row["top1"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    base = frame[frame["reducer"] == BASELINE]
+    if not base.empty:
+        ax.scatter(base[x], base["top1"], marker="*", s=160, color="black", zorder=3, label="unpatched")
+    front = pareto_frontier(frame, x, "top1")
+    ax.plot(front[x], front["top1"], linestyle="--", color="grey", linewidth=1, zorder=1, label="Pareto frontier")
+    ax.set_xlabel("speedup over unpatched (x)" if x == "speedup" else "throughput (images/s)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    dataset = frame["dataset"].dropna()
+    ax.set_title(_title(frame, f"Speed vs accuracy{' on ' + str(dataset.iloc[0]) if len(dataset) else ''}"))
+    return fig
+
+
+def metric_vs_r(frame: pd.DataFrame, column: str, label: str) -> Figure:
+    """`column` against r, one curve per reducer; the unpatched value as a horizontal line."""
+    frame = usable(frame).dropna(subset=[column])
+    if frame.empty:
+        raise ValueError(f"no measured row has {column}")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for reducer, rows in _curves(frame):
+        ax.plot(rows["r"], rows[column], marker="o", label=reducer)
+    base = frame[frame["reducer"] == BASELINE]
+    if not base.empty:
+        ax.axhline(float(base[column].iloc[0]), color="black", linestyle=":", linewidth=1, label="unpatched")
+    ax.set_xlabel("r (tokens removed per block)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(frame, f"{label.split(' (')[0]} vs r"))
+    return fig
+
+
+def main_figure(frame: pd.DataFrame) -> Figure:
+    """The figure a sweep writes: speed vs accuracy when accuracy was measured, else speedup vs r."""
+    if usable(frame)["top1"].notna().any():
+        return speed_accuracy(frame)
+    return metric_vs_r(frame, "speedup", "speedup over unpatched (x)")
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """Write fig as stem.png (150 dpi) and stem.svg; return the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths

@@ -1,0 +1,162 @@
+"""The one row type, the CSV contract of MEASURE.md, and the environment every row carries.
+
+The header is derived from `Row`'s fields, in order; new columns are only ever appended, so a CSV written by
+one version of tomebench is readable by the next (`read_csv` fills columns an older file lacks with NaN).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import pandas as pd
+
+from tomebench.errors import TomebenchError, UsageError
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where a row was measured: device, library versions and the tomebench commit."""
+
+    device_name: str
+    torch: str
+    timm: str
+    tomebench: str
+    git_sha: str
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured configuration (model, reducer, r, schedule). Columns as in MEASURE.md; None -> empty cell."""
+
+    model: str
+    reducer: str
+    r: int
+    schedule: str
+    prop_attn: bool
+    infer_img_size: int
+    infer_batch_size: int
+    dtype: str
+    device: str
+    infer_samples_per_sec: float | None = None
+    infer_samples_per_sec_p10: float | None = None
+    infer_samples_per_sec_p90: float | None = None
+    infer_step_time: float | None = None  # median milliseconds per batch
+    speedup: float | None = None  # against the unpatched model measured in the same run
+    infer_gflops: float | None = None
+    tokens_final: int | None = None
+    peak_mem_mb: float | None = None  # CUDA only
+    top1: float | None = None
+    top5: float | None = None
+    n_images: int | None = None
+    dataset: str | None = None
+    param_count: float | None = None  # millions
+    error: str | None = None
+    note: str | None = None  # clamped r, noisy timing, skipped images: what a reader should know
+    device_name: str | None = None
+    torch: str | None = None
+    timm: str | None = None
+    tomebench: str | None = None
+    git_sha: str | None = None
+    timestamp: str | None = None
+
+    def with_environment(self, env: Environment) -> Row:
+        return replace(self, **asdict(env))
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row))
+# Columns that identify a configuration; a CSV without them is not one of ours.
+KEY_COLUMNS: tuple[str, ...] = ("model", "reducer", "r", "schedule")
+
+
+def capture_environment(device_name: str) -> Environment:
+    import timm
+    import torch
+
+    from tomebench import __version__
+
+    return Environment(
+        device_name=device_name,
+        torch=torch.__version__,
+        timm=timm.__version__,
+        tomebench=__version__,
+        git_sha=_git_sha(),
+        timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _git_sha() -> str:
+    """The commit of the tomebench checkout (with "-dirty" for uncommitted changes), or "" outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def check_writable(path: Path) -> None:
+    """Fail before measuring, not after, when `path` cannot be written."""
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise UsageError(f"--out {path} is a directory; give a file name such as {path / 'sweep.csv'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the folder for --out {path}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write --out {path}: permission denied")
+
+
+def write_csv(rows: Iterable[Row], path: Path) -> Path:
+    """Write rows atomically (temp file + rename), so a crash never leaves a half-written CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            for row in rows:
+                writer.writerow(_cell(getattr(row, name)) for name in COLUMNS)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """Read a tomebench CSV, any version: columns it lacks are added empty, extra columns are kept."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such CSV file: {path}")
+    try:
+        frame = pd.read_csv(path, dtype={"error": "string", "note": "string", "git_sha": "string"})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TomebenchError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in KEY_COLUMNS if c not in frame.columns]
+    if missing:
+        raise TomebenchError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
+    for name in COLUMNS:
+        if name not in frame.columns:
+            frame[name] = pd.NA
+    return frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]

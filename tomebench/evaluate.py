@@ -61,6 +61,8 @@ def evaluate_in_one_pass(
         for images, labels, readable in batches:
             keep = readable.bool()
             skipped += int((~keep).sum())
+            if on_batch:
+                on_batch(len(labels))
             if not keep.any():
                 continue
             x = normalize(images[keep])
@@ -78,8 +80,6 @@ def evaluate_in_one_pass(
                     continue
                 correct1[i] += count_correct(logits, y, 1)
                 correct5[i] += count_correct(logits, y, 5)
-            if on_batch:
-                on_batch(len(labels))
     results = tuple(
         Accuracy(None, None, seen, err)
         if err is not None or seen == 0

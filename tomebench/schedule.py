@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 import re
 from collections.abc import Sequence
 
@@ -28,14 +26,21 @@ def layer_schedule(r: int | Sequence[int], depth: int, schedule: str = "constant
         return values + (0,) * (depth - len(values))
     if r < 0:
         raise UsageError(f"r must be >= 0, got {r}.")
+    if schedule not in SCHEDULES:
+        raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)} or a list like 8,8,4.")
     if schedule == "constant" or depth == 1:
         return (r,) * depth
-    if schedule == "decreasing":
-        # Round the running total, not each layer, so the integers add up to exactly r * depth.
-        values = [2 * r * (1 - i / (depth - 1)) for i in range(depth)]
-        totals = [math.floor(t + 0.5) for t in itertools.accumulate(values)]
-        return tuple(b - a for a, b in zip([0, *totals[:-1]], totals))
-    raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)} or a list like 8,8,4.")
+    # decreasing: block i ideally removes 2r (d-1-i) / (d-1). Exact integer arithmetic: floor each, then hand the
+    # remainder to the largest fractional parts (earlier blocks first on ties), which keeps the schedule
+    # non-increasing, 2r first, 0 last, and the total exactly r * depth.
+    span = depth - 1
+    numerators = [2 * r * (span - i) for i in range(depth)]
+    values = [n // span for n in numerators]
+    remainder = r * depth - sum(values)
+    by_fraction = sorted(range(depth), key=lambda i: (-(numerators[i] % span), i))
+    for i in by_fraction[:remainder]:
+        values[i] += 1
+    return tuple(values)
 
 
 def effective_schedule(

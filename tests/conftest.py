@@ -11,6 +11,18 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """Tiny test models gain nothing from intra-op threads, and on a busy 2-core machine their barriers make each
+    forward several times slower. Restored at the end of the session."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """The demo data folder is written under a per-session cache, never the user's home."""

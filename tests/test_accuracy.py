@@ -105,8 +105,9 @@ def reference_logits(model: torch.nn.Module, paths: list[Path], config: dict) ->
 
 
 def evaluate(model, prepares, images, config, batch_size=4, on_batch=None, dataset_class=ImageFiles):
-    loader = make_loader(images, config, batch_size, workers=0, pin_memory=False)
-    if dataset_class is not ImageFiles:
+    if dataset_class is ImageFiles:
+        loader = make_loader(images, config, batch_size, workers=0, pin_memory=False)
+    else:  # the same loader as make_loader's, around a Dataset subclass
         loader = torch.utils.data.DataLoader(dataset_class(images, config), batch_size=batch_size, shuffle=False)
     return evaluate_in_one_pass(model, prepares, loader, DeviceNormalize(config, CPU), nullcontext, on_batch)
 

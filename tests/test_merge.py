@@ -13,17 +13,6 @@ from tomebench.reducers.tome import bipartite_soft_matching
 SETTINGS = settings(max_examples=100, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads (costly on a busy 2-core box); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @st.composite
 def layers(draw, given_size: bool = False):
     """A random layer: metric (B, N, C), features x (B, N, C), optional sizes (B, N, 1), prefix P < N, r."""

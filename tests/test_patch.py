@@ -16,18 +16,6 @@ from tomebench.schedule import effective_schedule, full_r, layer_schedule, parse
 IMG = 64  # 4 x 4 patches of 16 px: 16 patch tokens + prefix
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box the thread hand-off costs
-    ~0.5 s per forward; run single-threaded and restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def build(name: str, seed: int = 0, **kwargs) -> VisionTransformer:
     """A small random-weight timm model in eval mode; LayerScale gammas and norm affines made non-trivial."""
     torch.manual_seed(seed)

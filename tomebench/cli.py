@@ -84,7 +84,8 @@ def _run(spec: SweepSpec, out: Path) -> list[Row]:
     with Progress(*columns, console=console, transient=False) as bar:
         rows = run_sweep(spec, _RichProgress(bar))
     write_csv(rows, out)
-    console.print(_summary(rows))
+    # Piped output has no terminal width; rich would assume 80 columns and fold every note.
+    console.print(_summary(rows), width=None if console.is_terminal else 160, crop=False)
     console.print(f"wrote {out}")
     frame = read_csv(out)
     try:

@@ -238,7 +238,9 @@ def _attention(attn: Attention, x: Tensor, size: Tensor | None, want_metric: boo
     dropout = attn.attn_drop.p if attn.training else 0.0
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, H, N, D)
     out = out.transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim)
-    out = getattr(attn, "norm", nn.Identity())(out)
+    norm = getattr(attn, "norm", None)  # timm's optional attention-output norm (scale_norm); Identity when off
+    if norm is not None:
+        out = norm(out)
     if gate_values is not None:
         out = out * gate_values
     out = attn.proj_drop(attn.proj(out))

@@ -282,7 +282,7 @@ def _clamp_note(requested: tuple[int, ...], effective: tuple[int, ...]) -> str |
     clamped = [f"{i + 1}:{a}->{b}" for i, (a, b) in enumerate(zip(requested, effective)) if a != b]
     if not clamped:
         return None
-    return f"r clamped to (N - prefix) // 2 at block(s) {' '.join(clamped)}"
+    return f"r clamped at block(s) {' '.join(clamped)} (a block merges at most (N - prefix) // 2 tokens)"
 
 
 def _stepper(model, batch, autocast) -> Callable[[], object]:
@@ -315,7 +315,7 @@ def _row(base, cfg, check, timing: Timing | None, acc: Accuracy | None, images, 
             peak_mem_mb=timing.peak_mem_mb,
         )
         if timing.spread(batch_size) > NOISY_SPREAD:
-            notes.append(f"noisy timing: p10-p90 spread {timing.spread(batch_size):.0%} of the median")
+            notes.append(f"noisy timing (p10-p90 spread {timing.spread(batch_size):.0%} of the median)")
     if acc is not None and images is not None:
         values.update(top1=acc.top1, top5=acc.top5, n_images=acc.n_images, dataset=images.name)
         if acc.error:

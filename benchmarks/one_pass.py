@@ -1,6 +1,10 @@
 """Accuracy of a 9-configuration sweep in one data pass vs nine separate passes (one per configuration).
 
     .venv/bin/python benchmarks/one_pass.py [--model demo] [--data demo] [--workers 2] [--rounds 3]
+    .venv/bin/python benchmarks/one_pass.py --model vit_tiny_patch16_224 --no-pretrained --generate 512
+
+--generate N writes N ImageNet-sized (500x375) noise JPEGs with random labels to a temporary flat folder, to see
+the effect at ImageNet decoding cost (accuracy is then meaningless; the time is not).
 
 Each batch is decoded once and run under every configuration in the one-pass variant; the nine-pass variant
 decodes everything nine times, which is what evaluating configurations one by one costs. Both give the same
@@ -11,7 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 import torch
 
@@ -29,10 +38,30 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false")
+    parser.add_argument("--generate", type=int, default=0, metavar="N")
     args = parser.parse_args()
-    loaded = create(args.model)
+    loaded = create(args.model, pretrained=args.pretrained)
     model = loaded.model
-    images = resolve_images(SweepSpec(model=args.model, data=args.data), loaded)
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = None
+        if args.generate:
+            args.data, labels = str(Path(tmp) / "jpegs"), Path(tmp) / "labels.txt"
+            write_noise_jpegs(Path(args.data), labels, args.generate, loaded.model.num_classes)
+        images = resolve_images(SweepSpec(model=args.model, data=args.data, labels=labels), loaded)
+        compare(args, loaded, model, images)
+
+
+def write_noise_jpegs(folder: Path, labels: Path, count: int, num_classes: int) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for i in range(count):
+        pixels = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=90)
+    labels.write_text("".join(f"{v}\n" for v in rng.integers(0, num_classes, count)))
+
+
+def compare(args, loaded, model, images) -> None:
     device = torch.device("cpu")
     prepares = [lambda: unpatch(model)] + [lambda r=r: patch(model, "tome", r) for r in range(1, 9)]
     normalize = datasets.DeviceNormalize(loaded.data_config, device)

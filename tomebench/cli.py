@@ -21,7 +21,7 @@ from tomebench.models import ALIASES
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, check_writable, read_csv, write_csv
 from tomebench.schedule import parse_r_values
-from tomebench.sweep import SweepSpec, run_sweep
+from tomebench.sweep import SweepSpec, parse_reducer_options, run_sweep
 
 app = typer.Typer(
     add_completion=False,
@@ -128,6 +128,27 @@ def _default_out(command: str, model: str) -> Path:
     return Path("results") / f"{command}-{model.replace('/', '_').replace(':', '_')}.csv"
 
 
+OptionOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--opt", help="Reducer option REDUCER.KEY=VALUE, e.g. kmeans.iters=3 or prune.seed=1 (repeatable)."),
+]
+
+
+def _measure(command: str, reducers: tuple[str, ...], r: str | None, opts: list[str] | None, out: Path | None,
+             **fields) -> None:
+    """What sweep and compare share: build the spec, run the engine, write CSV, table and plot."""
+    try:
+        spec = SweepSpec(
+            reducers=reducers,
+            r=None if r is None else tuple(parse_r_values(r)),
+            reducer_options=parse_reducer_options(opts or []),
+            **fields,
+        )
+        _run(spec, out or _default_out(command, spec.model))
+    except TomebenchError as exc:
+        raise _fail(exc) from None
+
+
 @app.command()
 def sweep(
     model: ModelOpt = "demo",
@@ -146,27 +167,75 @@ def sweep(
     out: OutOpt = None,
     repeats: RepeatsOpt = None,
     workers: WorkersOpt = None,
+    opt: OptionOpt = None,
 ) -> None:
     """Sweep r for one reducer: throughput (interleaved with the unpatched model), GFLOPs, accuracy."""
+    _measure("sweep", (reducer,), r, opt, out, model=model, schedule=schedule, prop_attn=prop_attn,
+             batch_size=batch_size, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
+             pretrained=pretrained, checkpoint=checkpoint, repeats=repeats, workers=workers)
+
+
+@app.command()
+def compare(
+    reducers: Annotated[str, typer.Option(help="Comma-separated reducers, compared in one run.")] = (
+        "tome,prune,attn-prune,kmeans"
+    ),
+    model: ModelOpt = "demo",
+    r: ROpt = None,
+    schedule: ScheduleOpt = "constant",
+    prop_attn: PropAttnOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    out: OutOpt = None,
+    repeats: RepeatsOpt = None,
+    workers: WorkersOpt = None,
+    opt: OptionOpt = None,
+) -> None:
+    """Compare reducers at the same r: one run, interleaved timing, one data pass, one CSV and Pareto plot."""
+    names = tuple(name.strip() for name in reducers.split(",") if name.strip())
+    _measure("compare", names, r, opt, out, model=model, schedule=schedule, prop_attn=prop_attn,
+             batch_size=batch_size, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
+             pretrained=pretrained, checkpoint=checkpoint, repeats=repeats, workers=workers)
+
+
+PLOTS = {
+    "speed-accuracy": lambda frame: plots.speed_accuracy(frame),
+    "top1-vs-r": lambda frame: plots.metric_vs_r(frame, "top1", "top-1 accuracy (%)"),
+    "speedup-vs-r": lambda frame: plots.metric_vs_r(frame, "speedup", "speedup over unpatched (x)"),
+    "gflops-vs-r": lambda frame: plots.metric_vs_r(frame, "infer_gflops", "GFLOPs per image"),
+}
+
+
+@app.command()
+def plot(
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="A CSV written by tomebench.")],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="File name stem; default: the CSV's path without .csv")
+    ] = None,
+) -> None:
+    """Redraw the figures of a CSV: speed vs accuracy, top-1 vs r, speedup vs r, GFLOPs vs r (PNG and SVG)."""
     try:
-        spec = SweepSpec(
-            model=model,
-            reducers=(reducer,),
-            r=None if r is None else tuple(parse_r_values(r)),
-            schedule=schedule,
-            prop_attn=prop_attn,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            data=data,
-            labels=labels,
-            limit=limit,
-            pretrained=pretrained,
-            checkpoint=checkpoint,
-            repeats=repeats,
-            workers=workers,
-        )
-        _run(spec, out or _default_out("sweep", model))
+        frame = read_csv(csv_path)
+        stem = (out or csv_path).with_suffix("")
+        check_writable(stem.with_suffix(".png"))
+        written = 0
+        for kind, draw in PLOTS.items():
+            try:
+                figure = draw(frame)
+            except ValueError as exc:  # e.g. no accuracy in a throughput-only CSV
+                console.print(f"skipped {kind}: {exc}")
+                continue
+            for path in plots.save(figure, stem.with_name(f"{stem.name}-{kind}")):
+                console.print(f"wrote {path}")
+            written += 1
+        if not written:
+            raise TomebenchError(f"{csv_path} has no measured row to plot")
     except TomebenchError as exc:
         raise _fail(exc) from None
 

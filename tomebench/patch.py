@@ -204,29 +204,67 @@ def _forward_tokens(model: Any, x: Tensor) -> tuple[Tensor, TokenState]:
     if info.trace_source:
         b, n, _ = x.shape
         source = torch.eye(n, device=x.device, dtype=x.dtype).expand(b, n, n)  # (B, N, N0)
-    for block, layer in zip(model.blocks, info.layers):
-        x, size, source = _block_forward(block, layer, x, size, source, p)
+    has_cls = getattr(model, "cls_token", None) is not None  # timm puts it first among the prefix tokens
+    for index, (block, layer) in enumerate(zip(model.blocks, info.layers)):
+        x, size, source = _block_forward(block, layer, index, x, size, source, p, has_cls)
     return model.norm(x), TokenState(size, source)
 
 
 def _block_forward(
-    block: Block, layer: LayerPlan, x: Tensor, size: Tensor | None, source: Tensor | None, p: int
+    block: Block,
+    layer: LayerPlan,
+    index: int,
+    x: Tensor,
+    size: Tensor | None,
+    source: Tensor | None,
+    p: int,
+    has_cls: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """One timm Block with token reduction between attention and MLP. x: (B, N, C) -> (B, N - r, C)."""
-    attn_out, metric = _attention(block.attn, block.norm1(x), size if layer.prop_attn else None, layer.r > 0)
+    attn_out, tokens = _attention(block.attn, block.norm1(x), size if layer.prop_attn else None, layer.r > 0)
     x = x + block.drop_path1(block.ls1(attn_out))
-    if layer.r > 0:
-        merge = layer.reducer(LayerTokens(metric=metric, size=size, num_prefix_tokens=p), layer.r)
+    if tokens is not None:
+        merge = layer.reducer(tokens.with_context(size, p, index, has_cls), layer.r)
         x, size, source = merge_tokens(merge, x, size, source)
     x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
     return x, size, source
 
 
-def _attention(attn: Attention, x: Tensor, size: Tensor | None, want_metric: bool) -> tuple[Tensor, Tensor | None]:
+@dataclass(frozen=True)
+class _AttentionParts:
+    """What one attention call leaves for the reducer: q, k (B, H, N, D) after q/k norm, the log-size bias."""
+
+    q: Tensor
+    k: Tensor
+    bias: Tensor | None
+    scale: float
+
+    def with_context(self, size: Tensor | None, p: int, layer: int, has_cls: bool) -> LayerTokens:
+        return LayerTokens(
+            metric=self.k.mean(dim=1),  # (B, N, D): keys averaged over heads, the paper's metric
+            size=size,
+            num_prefix_tokens=p,
+            layer=layer,
+            cls_attention=functools.partial(self.received, cls_only=True) if has_cls else None,
+            mean_attention=functools.partial(self.received, cls_only=False),
+        )
+
+    def received(self, cls_only: bool) -> Tensor:
+        """(B, N): attention each token receives, from the cls query only or averaged over all queries."""
+        q = self.q[:, :, :1] if cls_only else self.q  # (B, H, 1 or N, D)
+        logits = (q * self.scale) @ self.k.transpose(-2, -1)  # (B, H, 1 or N, N)
+        if self.bias is not None:
+            logits = logits + self.bias
+        return logits.float().softmax(dim=-1).mean(dim=(1, 2))
+
+
+def _attention(
+    attn: Attention, x: Tensor, size: Tensor | None, reducing: bool
+) -> tuple[Tensor, _AttentionParts | None]:
     """timm Attention through SDPA, with log(size) added to every key's logit when size is given.
 
-    x: (B, N, C); size: (B, N, 1) or None. Returns the attention output (B, N, C) and, if asked, the metric:
-    the keys averaged over heads (B, N, head_dim), taken from the same qkv projection.
+    x: (B, N, C); size: (B, N, 1) or None. Returns the attention output (B, N, C) and, when the block reduces,
+    the parts a reducer may use (q, k from the same qkv projection; the metric is derived from k, no second matmul).
     """
     b, n, _ = x.shape
     gate = getattr(attn, "gate", None)
@@ -244,7 +282,8 @@ def _attention(attn: Attention, x: Tensor, size: Tensor | None, want_metric: boo
     if gate_values is not None:
         out = out * gate_values
     out = attn.proj_drop(attn.proj(out))
-    return out, (k.mean(dim=1) if want_metric else None)
+    scale = getattr(attn, "scale", attn.head_dim**-0.5)
+    return out, (_AttentionParts(q, k, bias, scale) if reducing else None)
 
 
 def _forward_head(model: Any, x: Tensor, size: Tensor | None) -> Tensor:

@@ -7,6 +7,7 @@ interleaved against the unpatched model; then one accuracy pass over the data fo
 
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 from collections.abc import Callable
@@ -54,7 +55,7 @@ class SweepSpec:
     checkpoint: Path | None = None
     repeats: int | None = None  # None: the device's TimingPlan default
     workers: int | None = None  # DataLoader workers; None: up to 4
-    reducer_options: dict = field(default_factory=dict)
+    reducer_options: dict[str, dict] = field(default_factory=dict)  # reducer name -> its keyword options
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,37 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
     return configs
 
 
+def parse_reducer_options(items: list[str]) -> dict[str, dict]:
+    """["kmeans.iters=3", "prune.seed=1"] -> {"kmeans": {"iters": 3}, "prune": {"seed": 1}} (canonical names)."""
+    options: dict[str, dict] = {}
+    for item in items:
+        head, sep, value = item.partition("=")
+        reducer, dot, key = head.partition(".")
+        if not (sep and dot and reducer and key):
+            raise UsageError(f"bad --opt {item!r}: write REDUCER.KEY=VALUE, e.g. kmeans.iters=3")
+        options.setdefault(REDUCERS.canonical(reducer.strip()), {})[key.strip()] = _option_value(value.strip())
+    return options
+
+
+def _option_value(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def check_reducer_options(options: dict[str, dict]) -> None:
+    """Every option must be a keyword the reducer function takes (after the tokens and r)."""
+    for name, values in options.items():
+        accepted = list(inspect.signature(REDUCERS.get(name)).parameters)[2:]
+        for key in values:
+            if key not in accepted:
+                known = ", ".join(accepted) or "none"
+                raise UsageError(f"reducer {name} has no option {key!r} (its options: {known})")
+
+
 def resolve_images(spec: SweepSpec, loaded: LoadedModel) -> datasets.ImageList | None:
     """The images to evaluate (None: throughput only), checked against the model's classifier."""
     source = spec.data
@@ -161,6 +193,7 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> list[Row]:
     schedule = parse_schedule(spec.schedule)
     for name in spec.reducers:
         REDUCERS.canonical(name)
+    check_reducer_options(spec.reducer_options)
     if spec.batch_size is not None and spec.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {spec.batch_size}")
     loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint)
@@ -175,7 +208,8 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> list[Row]:
             return lambda: unpatch(model)
         sched = schedule if isinstance(schedule, tuple) else cfg.r
         label = "constant" if isinstance(schedule, tuple) else schedule
-        return lambda: patch(model, cfg.reducer, sched, label, spec.prop_attn, **spec.reducer_options)
+        options = spec.reducer_options.get(cfg.reducer, {})
+        return lambda: patch(model, cfg.reducer, sched, label, spec.prop_attn, **options)
 
     prepares = [prepare(cfg) for cfg in configs]
     input_shape = tuple(loaded.data_config["input_size"])

@@ -30,11 +30,21 @@ class LayerTokens:
 
     metric: (B, N, C) similarity features, by default the keys averaged over heads.
     size: (B, N, 1) how many input patches each token stands for; None while no token was merged.
+    layer: the block's index, so seeded reducers draw different numbers in different blocks.
+    cls_attention: computes (B, N), the attention the cls token pays each token in this block (mean over heads,
+        proportional attention applied); None when the model has no cls token. One (1 x N) row per head, so the
+        block's own attention stays a fused SDPA call.
+    mean_attention: computes (B, N), the attention each token receives, averaged over heads and queries. Needs
+        the full (N x N) attention, so it is eager; for models without a cls token.
+    Both are computed only when a reducer calls them.
     """
 
     metric: Tensor
     size: Tensor | None
     num_prefix_tokens: int
+    layer: int = 0
+    cls_attention: Callable[[], Tensor] | None = None
+    mean_attention: Callable[[], Tensor] | None = None
 
 
 Reducer = Callable[..., Merge]

@@ -10,11 +10,14 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tomebench import cli
+from tomebench.data import DeviceNormalize, make_loader
 from tomebench.demo import digits
 from tomebench.demo.model import NAME, WEIGHTS
 from tomebench.demo.train import train_demo
+from tomebench.evaluate import evaluate_in_one_pass
 from tomebench.models import create
-from tomebench.sweep import SweepSpec, run_sweep
+from tomebench.patch import patch
+from tomebench.sweep import SweepSpec, autocast_for, resolve_images, run_sweep
 
 
 def test_split_is_fixed_and_stratified():
@@ -74,3 +77,19 @@ def test_train_demo_writes_loadable_weights(tmp_path):
     result = train_demo(out, epochs=1, seed=1)
     assert out.is_file() and 0.0 <= result["test_top1"] <= 100.0 and result["epochs"] == 1
     assert set(load_file(str(out))) == set(load_file(str(WEIGHTS)))
+
+
+def test_tome_is_at_least_as_accurate_as_random_pruning_at_every_r():
+    """The paper's Table 2 claim, on the bundled model and real held-out digits, over the demo's full r range."""
+    loaded = create("demo")
+    model = loaded.model
+    images = resolve_images(SweepSpec(), loaded)
+    r_values = range(1, 9)
+    prepares = [lambda r=r, name=name: patch(model, name, r) for name in ("tome", "prune") for r in r_values]
+    loader = make_loader(images, loaded.data_config, batch_size=120, workers=0, pin_memory=False)
+    result = evaluate_in_one_pass(model, prepares, loader, DeviceNormalize(loaded.data_config, torch.device("cpu")),
+                                  autocast_for(torch.device("cpu"), "fp32"))
+    top1 = [acc.top1 for acc in result.per_config]
+    tome, prune = top1[: len(r_values)], top1[len(r_values):]
+    assert all(t >= p for t, p in zip(tome, prune)), list(zip(r_values, tome, prune))
+    assert prune[-1] < tome[-1]  # at r=8 (a tenth of the tokens left) pruning clearly loses

@@ -41,8 +41,8 @@ def kmeans_assign(metric: Tensor, size: Tensor | None, k: int, iters: int) -> Te
 @REDUCERS.register("kmeans", aliases=("k-means",))
 def kmeans(tokens: LayerTokens, r: int, iters: int = 5) -> Merge:
     """k-means merging: cluster the non-prefix tokens into N - r groups (cosine of head-mean keys), `iters` steps."""
-    if iters < 0:
-        raise UsageError(f"kmeans iters must be >= 0, got {iters}")
+    if not isinstance(iters, int) or iters < 0:
+        raise UsageError(f"kmeans iters must be a whole number >= 0, got {iters!r}")
     p = tokens.num_prefix_tokens
     n = tokens.metric.shape[1]
     r = min(r, max_r(n, p))

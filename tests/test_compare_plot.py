@@ -1,0 +1,259 @@
+"""`tomebench compare`, `tomebench plot` and `tomebench reducers` through Typer's runner, and the figure builders."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tomebench import cli, plots
+from tomebench.results import read_csv
+
+runner = CliRunner()
+TINY = ["--no-pretrained", "--repeats", "2", "--batch-size", "2"]
+GOLDEN = Path(__file__).parent / "golden" / "sweep.csv"
+PLOT_KINDS = ("speed-accuracy", "top1-vs-r", "speedup-vs-r", "gflops-vs-r")
+
+
+def invoke(*args: str):
+    return runner.invoke(cli.app, list(args))
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_one_line_error(result, code: int, *fragments: str) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    text = " ".join(result.output.split())
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+def files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.is_file()}
+
+
+# ---------------------------------------------------------------- compare
+
+
+def test_compare_measures_every_reducer_at_the_same_budget(tmp_path):
+    out = tmp_path / "c.csv"
+    result = invoke("compare", "--model", "test_vit", *TINY, "--reducers", "tome,prune,kmeans", "--r", "0,4",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert files(tmp_path) == {"c.csv", "c.png", "c.svg"}  # one CSV, one plot
+    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c.svg").stat().st_size > 0
+    rows = read_rows(out)
+    assert [(r["reducer"], r["r"]) for r in rows] == [
+        ("none", "0"), ("tome", "0"), ("tome", "4"), ("prune", "0"), ("prune", "4"), ("kmeans", "0"), ("kmeans", "4")
+    ]
+    assert all(r["error"] == "" and float(r["infer_samples_per_sec"]) > 0 for r in rows)
+    tokens = {(r["reducer"], int(r["r"])): int(r["tokens_final"]) for r in rows}
+    # test_vit: 100 patches + cls over 6 blocks; every reducer removes 4 per block at r=4.
+    assert {v for (_, r), v in tokens.items() if r == 0} == {101}
+    assert {v for (name, r), v in tokens.items() if r == 4} == {77}
+    gflops = {(r["reducer"], int(r["r"])): float(r["infer_gflops"]) for r in rows}
+    assert gflops[("prune", 4)] < gflops[("prune", 0)] == gflops[("none", 0)]
+    assert gflops[("tome", 4)] < gflops[("tome", 0)]
+    # Same tokens as tome, but the clustering itself is counted: k-means' iterations cost more than one matching.
+    assert gflops[("kmeans", 4)] > gflops[("tome", 4)]
+
+
+def test_reducer_options_reach_the_engine(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run(spec, out):
+        seen["spec"], seen["out"] = spec, out
+        return []
+
+    monkeypatch.setattr(cli, "_run", fake_run)
+    result = invoke("compare", "--model", "test_vit", "--reducers", "tome, prune,k-means", "--r", "0,4",
+                    "--opt", "kmeans.iters=1", "--opt", "random-prune.seed=7", "--out", str(tmp_path / "c.csv"))
+    assert result.exit_code == 0, result.output
+    spec = seen["spec"]
+    assert spec.reducers == ("tome", "prune", "k-means") and spec.r == (0, 4)
+    assert spec.reducer_options == {"kmeans": {"iters": 1}, "prune": {"seed": 7}}
+    assert seen["out"] == tmp_path / "c.csv"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--opt", "kmeans.nope=1"], ["reducer kmeans has no option 'nope'", "iters"]),
+        (["--opt", "bad"], ["bad --opt 'bad'", "REDUCER.KEY=VALUE"]),
+        (["--opt", "kmean.iters=1"], ["unknown reducer 'kmean'", "did you mean"]),
+        (["--reducers", "tome,nosuch"], ["unknown reducer 'nosuch'"]),
+    ],
+)
+def test_bad_compare_input_is_one_line_and_exit_2(args, fragments, tmp_path):
+    result = invoke("compare", "--model", "test_vit", *TINY, "--r", "4", *args, "--out", str(tmp_path / "x.csv"))
+    assert_one_line_error(result, 2, *fragments)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_failing_configuration_becomes_an_error_row(tmp_path):
+    out = tmp_path / "e.csv"
+    # test_vit2 has a register token but no cls token: attn-prune with score=cls cannot run there.
+    result = invoke("compare", "--model", "test_vit2", *TINY, "--reducers", "tome,attn-prune", "--r", "2,4",
+                    "--opt", "attn-prune.score=cls", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert [(r["reducer"], r["r"]) for r in rows] == [
+        ("none", "0"), ("tome", "2"), ("tome", "4"), ("attn-prune", "2"), ("attn-prune", "4")
+    ]
+    for row in rows[:3]:
+        assert row["error"] == "" and float(row["infer_samples_per_sec"]) > 0 and row["tokens_final"] != ""
+    assert [int(r["tokens_final"]) for r in rows[:3]] == [101, 101 - 2 * 8, 101 - 4 * 8]
+    for row in rows[3:]:
+        assert row["error"].startswith("UsageError:") and "cls" in row["error"]
+        assert row["infer_samples_per_sec"] == "" and row["speedup"] == ""
+    assert (tmp_path / "e.png").exists()
+
+
+# ---------------------------------------------------------------- plot
+
+
+def test_plot_writes_all_four_figures_for_a_csv_with_accuracy(tmp_path):
+    result = invoke("plot", str(GOLDEN), "-o", str(tmp_path / "fig"))
+    assert result.exit_code == 0, result.output
+    expected = {f"fig-{kind}.{ext}" for kind in PLOT_KINDS for ext in ("png", "svg")}
+    assert files(tmp_path) == expected
+    assert all((tmp_path / name).stat().st_size > 0 for name in expected)
+
+
+def test_plot_skips_accuracy_figures_for_a_throughput_only_csv(tmp_path):
+    frame = pd.read_csv(GOLDEN, dtype=str, keep_default_na=False)
+    frame[["top1", "top5", "n_images", "dataset"]] = ""
+    source = tmp_path / "throughput.csv"
+    frame.to_csv(source, index=False)
+    result = invoke("plot", str(source), "-o", str(tmp_path / "t"))
+    assert result.exit_code == 0, result.output
+    assert files(tmp_path) - {"throughput.csv"} == {
+        f"t-{kind}.{ext}" for kind in ("speedup-vs-r", "gflops-vs-r") for ext in ("png", "svg")
+    }
+    assert "skipped speed-accuracy" in result.output and "skipped top1-vs-r" in result.output
+
+
+def test_plot_defaults_to_the_csv_stem(tmp_path):
+    copy = tmp_path / "run.csv"
+    copy.write_bytes(GOLDEN.read_bytes())
+    result = invoke("plot", str(copy))
+    assert result.exit_code == 0, result.output
+    assert {f"run-{kind}.png" for kind in PLOT_KINDS} <= files(tmp_path)
+
+
+def test_plot_refuses_missing_and_foreign_csvs(tmp_path):
+    result = invoke("plot", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "x"))
+    assert_one_line_error(result, 2, "no such CSV file")
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("a,b\n1,2\n")
+    result = invoke("plot", str(foreign), "-o", str(tmp_path / "x"))
+    assert result.exit_code != 0
+    assert_one_line_error(result, 1, "is not a tomebench CSV", "model")
+    assert files(tmp_path) == {"foreign.csv"}
+
+
+def test_plot_of_only_failed_rows_is_an_error(tmp_path):
+    frame = pd.read_csv(GOLDEN, dtype=str, keep_default_na=False)
+    frame["error"] = "RuntimeError: out of memory"
+    failed = tmp_path / "failed.csv"
+    frame.to_csv(failed, index=False)
+    result = invoke("plot", str(failed), "-o", str(tmp_path / "f"))
+    assert result.exit_code == 1, result.output
+    assert "has no measured row to plot" in " ".join(result.output.split())
+    assert files(tmp_path) == {"failed.csv"}
+
+
+# ---------------------------------------------------------------- figure builders
+
+
+def frame_of(points: list[tuple[str, int, float, float]], **extra) -> pd.DataFrame:
+    """(reducer, r, throughput, top1) rows with the columns the figures read."""
+    base = dict(model="test_vit", dtype="fp32", device="cpu", device_name=None, infer_batch_size=8, error=None,
+                dataset="digits-test", infer_gflops=1.0, speedup=1.0)
+    base.update(extra)
+    rows = [dict(base, reducer=red, r=r, infer_samples_per_sec=speed, top1=top1) for red, r, speed, top1 in points]
+    return pd.DataFrame(rows)
+
+
+def test_pareto_frontier_spans_reducers():
+    frame = frame_of([
+        ("none", 0, 100.0, 90.0),
+        ("tome", 4, 150.0, 89.0),
+        ("tome", 8, 220.0, 85.0),
+        ("prune", 4, 150.0, 88.0),  # same speed as tome r=4, worse accuracy: dominated
+        ("prune", 8, 230.0, 80.0),
+        ("kmeans", 4, 140.0, 89.5),
+        ("kmeans", 8, 120.0, 85.0),  # slower and worse than kmeans r=4: dominated
+        ("kmeans", 12, 260.0, float("nan")),  # no accuracy: not a point
+    ])
+    front = plots.pareto_frontier(frame, "infer_samples_per_sec", "top1")
+    got = list(zip(front["reducer"], front["r"]))
+    assert got == [("none", 0), ("kmeans", 4), ("tome", 4), ("tome", 8), ("prune", 8)]
+    assert front["infer_samples_per_sec"].is_monotonic_increasing
+    assert front["top1"].is_monotonic_decreasing
+
+
+def test_pareto_frontier_drops_exact_ties_and_equal_accuracy_at_lower_speed():
+    frame = frame_of([("a", 1, 10.0, 5.0), ("b", 1, 10.0, 5.0), ("c", 1, 8.0, 5.0), ("d", 1, 12.0, 4.0)])
+    front = plots.pareto_frontier(frame, "infer_samples_per_sec", "top1")
+    assert len(front) == 2 and list(front["top1"]) == [5.0, 4.0] and list(front["reducer"])[1] == "d"
+
+
+def test_speed_accuracy_draws_one_line_per_reducer_and_a_titled_axis():
+    frame = frame_of([
+        ("none", 0, 100.0, 90.0),
+        ("tome", 8, 220.0, 85.0), ("tome", 4, 150.0, 89.0),
+        ("prune", 4, 150.0, 88.0), ("prune", 8, 230.0, 80.0),
+        ("kmeans", 4, 140.0, 89.5),
+    ], error=None)
+    frame.loc[len(frame)] = dict(frame.iloc[1], reducer="broken", r=4, error="RuntimeError: boom")
+    fig = plots.speed_accuracy(frame)
+    ax = fig.axes[0]
+    _, labels = ax.get_legend_handles_labels()
+    assert sorted(labels) == sorted(["tome", "prune", "kmeans", "unpatched", "Pareto frontier"])
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["tome"].get_xdata()) == [150.0, 220.0]  # sorted by r
+    assert list(lines["prune"].get_ydata()) == [88.0, 80.0]
+    title = ax.get_title()
+    assert "test_vit" in title and "cpu" in title and "fp32" in title and "digits-test" in title
+
+
+def test_titles_prefer_the_device_name():
+    frame = frame_of([("none", 0, 100.0, 90.0), ("tome", 4, 150.0, 89.0)], device="cuda:0", device_name="NVIDIA H200",
+                     dtype="fp16")
+    for fig in (plots.speed_accuracy(frame), plots.metric_vs_r(frame, "infer_gflops", "GFLOPs per image")):
+        title = fig.axes[0].get_title()
+        assert "test_vit" in title and "NVIDIA H200" in title and "fp16" in title and "batch 8" in title
+
+
+def test_golden_csv_figures_have_a_curve_per_reducer():
+    frame = read_csv(GOLDEN)
+    fig = plots.metric_vs_r(frame, "speedup", "speedup over unpatched (x)")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["tome", "unpatched"]
+    # The failed r=99 row is not plotted.
+    assert list(fig.axes[0].get_lines()[0].get_xdata()) == [4, 8]
+
+
+# ---------------------------------------------------------------- reducers listing
+
+
+def test_reducers_lists_every_reducer_with_its_aliases():
+    result = invoke("reducers")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name, alias in (("tome", "bipartite"), ("prune", "random-prune"), ("attn-prune", "attention-prune"),
+                        ("kmeans", "k-means")):
+        row = [line for line in lines if line.split("│")[1:2] and line.split("│")[1].strip() == name]
+        assert len(row) == 1, result.output
+        assert alias in row[0], row[0]

@@ -270,7 +270,7 @@ def train_demo(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 60,
     seed: Annotated[int, typer.Option(help="Seed for init, shuffling and augmentation.")] = 0,
 ) -> None:
-    """Re-train the bundled demo ViT on the digits train split (about 2-3 minutes on 2 CPU cores)."""
+    """Re-train the bundled demo ViT on the digits train split (about 3 minutes on 2 quiet CPU cores)."""
     from tomebench.demo.train import DEFAULT_OUT, train_demo as train
 
     target = out or DEFAULT_OUT

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test regress baseline bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The regression gate on the committed baseline: every reducer over the demo's full r range, checked.
+REGRESS_ARGS := compare --batch-size 128 --device cpu --dtype fp32
+SPEEDUP_TOL ?= 0.25
+
+regress: $(STAMP)
+	$(VENV)/bin/tomebench $(REGRESS_ARGS) --out results/regress-demo.csv \
+		--baseline results/baselines/demo-cpu.csv --acc-tol 0 --speedup-tol $(SPEEDUP_TOL)
+
+# Re-make the baseline (commit the result with a note on why it changed).
+baseline: $(STAMP)
+	$(VENV)/bin/tomebench $(REGRESS_ARGS) --out results/baselines/demo-cpu.csv
 
 bench: $(STAMP)
 	$(PY) benchmarks/speedup.py

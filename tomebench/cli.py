@@ -6,6 +6,7 @@ failure that can be caught before measuring (the output path is checked first).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,10 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tomebench import plots
-from tomebench.errors import TomebenchError
+from tomebench.check import DEFAULT_METRICS, METRICS, CheckResult, Tolerances, change, to_markdown
+from tomebench.check import check as check_csv
+from tomebench.errors import TomebenchError, UsageError
 from tomebench.models import ALIASES
 from tomebench.reducers import REDUCERS
-from tomebench.results import Row, check_writable, read_csv, write_csv
+from tomebench.results import Row, check_writable, read_csv, write_csv, write_text_atomic
 from tomebench.schedule import parse_r_values
 from tomebench.sweep import SweepSpec, parse_reducer_options, run_sweep
 
@@ -30,6 +33,9 @@ app = typer.Typer(
     help="Measure what token reduction (ToMe and friends) buys a timm Vision Transformer.",
 )
 console = Console()
+if not console.is_terminal:
+    # Piped output has no terminal width; rich would assume 80 columns and fold every table.
+    console.width = max(console.width, 160)
 errors = Console(stderr=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias (see `tomebench models`) or any timm name.")]
@@ -84,8 +90,7 @@ def _run(spec: SweepSpec, out: Path) -> list[Row]:
     with Progress(*columns, console=console, transient=False) as bar:
         rows = run_sweep(spec, _RichProgress(bar))
     write_csv(rows, out)
-    # Piped output has no terminal width; rich would assume 80 columns and fold every note.
-    console.print(_summary(rows), width=None if console.is_terminal else 160, crop=False)
+    console.print(_summary(rows))
     console.print(f"wrote {out}")
     frame = read_csv(out)
     try:
@@ -134,9 +139,16 @@ OptionOpt = Annotated[
 ]
 
 
+BaselineOpt = Annotated[
+    Optional[Path], typer.Option(help="After the run, check the CSV against this baseline (exit 1 on regression).")
+]
+AccTolOpt = Annotated[float, typer.Option(help="Allowed top-1/top-5 drop, in absolute points.")]
+SpeedupTolOpt = Annotated[float, typer.Option(help="Allowed relative speedup drop (0.1 = 10%).")]
+
+
 def _measure(command: str, reducers: tuple[str, ...], r: str | None, opts: list[str] | None, out: Path | None,
-             **fields) -> None:
-    """What sweep and compare share: build the spec, run the engine, write CSV, table and plot."""
+             baseline: Path | None, tolerances: Tolerances, **fields) -> None:
+    """What sweep and compare share: build the spec, run the engine, write CSV, table and plot; then the check."""
     try:
         spec = SweepSpec(
             reducers=reducers,
@@ -144,9 +156,82 @@ def _measure(command: str, reducers: tuple[str, ...], r: str | None, opts: list[
             reducer_options=parse_reducer_options(opts or []),
             **fields,
         )
-        _run(spec, out or _default_out(command, spec.model))
+        if baseline is not None:
+            read_csv(baseline)  # an unusable baseline fails now, not after the sweep
+        out = out or _default_out(command, spec.model)
+        _run(spec, out)
+        if baseline is not None:
+            _check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
     except TomebenchError as exc:
         raise _fail(exc) from None
+
+
+def _check(current: Path, baseline: Path, metrics, tolerances: Tolerances, report: Path | None, as_json: bool):
+    result = check_csv(read_csv(current), read_csv(baseline), tuple(metrics), tolerances)
+    if report is not None:
+        check_writable(report)
+        write_text_atomic(report, to_markdown(result, str(current), str(baseline)))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.print(_check_table(result))
+        console.print(_check_verdict(result))
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _check_table(result: CheckResult) -> Table:
+    """One line per configuration: each metric as baseline -> current, and what failed."""
+    table = Table(title=f"check: {result.compared} configurations compared")
+    table.add_column("configuration", overflow="fold")
+    for name in result.metrics:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold")
+    by_config: dict[str, dict] = {}
+    for finding in result.findings:
+        by_config.setdefault(finding.config, {})[finding.metric] = finding
+    for config, found in by_config.items():
+        cells = [f"{f.baseline:.4g} -> {f.current:.4g}" if (f := found.get(m)) else "-" for m in result.metrics]
+        bad = [f"{f.metric} {change(f)}" for f in found.values() if f.status == "regressed"]
+        good = [f"{f.metric} {change(f)}" for f in found.values() if f.status == "improved"]
+        status = f"[bold red]regressed: {', '.join(bad)}[/]" if bad else (
+            f"[green]improved: {', '.join(good)}[/]" if good else "ok")
+        table.add_row(config, *cells, status)
+    blank = ["-"] * len(result.metrics)
+    for configs, status in ((result.errors, "[bold red]error[/]"), (result.missing_in_current, "[bold red]missing now[/]"),
+                            (result.missing_in_baseline, "new")):
+        for config in configs:
+            table.add_row(config, *blank, status)
+    return table
+
+
+def _check_verdict(result: CheckResult) -> str:
+    parts = [f"{len(result.regressions)} regression(s)", f"{len(result.improvements)} improvement(s)",
+             f"{len(result.errors)} error row(s)", f"{len(result.missing_in_current)} missing",
+             f"{len(result.missing_in_baseline)} new"]
+    head = "[bold green]check passed[/]" if result.passed else "[bold red]check failed[/]"
+    return f"{head}: {', '.join(parts)}"
+
+
+@app.command("check")
+def check_command(
+    current: Annotated[Path, typer.Argument(metavar="CURRENT.csv", help="A CSV written by tomebench.")],
+    baseline: Annotated[Path, typer.Option(help="The baseline CSV to hold it to.")],
+    acc_tol: AccTolOpt = Tolerances.acc,
+    speedup_tol: SpeedupTolOpt = Tolerances.speedup,
+    gflops_tol: Annotated[float, typer.Option(help="Allowed relative GFLOPs increase.")] = Tolerances.gflops,
+    metric: Annotated[
+        Optional[list[str]], typer.Option(help=f"Metric to hold (repeatable): {', '.join(METRICS)}. Default: all.")
+    ] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write a Markdown summary (for a PR comment).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
+) -> None:
+    """Check CURRENT.csv against a baseline: exit 0 when all holds, 1 on regression, 2 on unusable input."""
+    try:
+        tolerances = Tolerances(acc=acc_tol, speedup=speedup_tol, gflops=gflops_tol)
+        _check(current, baseline, tuple(metric or DEFAULT_METRICS), tolerances, report, as_json)
+    except TomebenchError as exc:
+        raise _fail(UsageError(str(exc))) from None
 
 
 @app.command()
@@ -168,9 +253,12 @@ def sweep(
     repeats: RepeatsOpt = None,
     workers: WorkersOpt = None,
     opt: OptionOpt = None,
+    baseline: BaselineOpt = None,
+    acc_tol: AccTolOpt = Tolerances.acc,
+    speedup_tol: SpeedupTolOpt = Tolerances.speedup,
 ) -> None:
     """Sweep r for one reducer: throughput (interleaved with the unpatched model), GFLOPs, accuracy."""
-    _measure("sweep", (reducer,), r, opt, out, model=model, schedule=schedule, prop_attn=prop_attn,
+    _measure("sweep", (reducer,), r, opt, out, baseline, Tolerances(acc=acc_tol, speedup=speedup_tol), model=model, schedule=schedule, prop_attn=prop_attn,
              batch_size=batch_size, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
              pretrained=pretrained, checkpoint=checkpoint, repeats=repeats, workers=workers)
 
@@ -196,10 +284,13 @@ def compare(
     repeats: RepeatsOpt = None,
     workers: WorkersOpt = None,
     opt: OptionOpt = None,
+    baseline: BaselineOpt = None,
+    acc_tol: AccTolOpt = Tolerances.acc,
+    speedup_tol: SpeedupTolOpt = Tolerances.speedup,
 ) -> None:
     """Compare reducers at the same r: one run, interleaved timing, one data pass, one CSV and Pareto plot."""
     names = tuple(name.strip() for name in reducers.split(",") if name.strip())
-    _measure("compare", names, r, opt, out, model=model, schedule=schedule, prop_attn=prop_attn,
+    _measure("compare", names, r, opt, out, baseline, Tolerances(acc=acc_tol, speedup=speedup_tol), model=model, schedule=schedule, prop_attn=prop_attn,
              batch_size=batch_size, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
              pretrained=pretrained, checkpoint=checkpoint, repeats=repeats, workers=workers)
 

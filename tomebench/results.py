@@ -12,6 +12,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -118,22 +119,35 @@ def check_writable(path: Path) -> None:
         raise UsageError(f"cannot write --out {path}: permission denied")
 
 
-def write_csv(rows: Iterable[Row], path: Path) -> Path:
-    """Write rows atomically (temp file + rename), so a crash never leaves a half-written CSV."""
+@contextmanager
+def _atomic(path: Path):
+    """Open a sibling temp file for writing; rename it onto path only if the block completes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
-            for row in rows:
-                writer.writerow(_cell(getattr(row, name)) for name in COLUMNS)
+            yield handle
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_csv(rows: Iterable[Row], path: Path) -> Path:
+    """Write rows atomically (temp file + rename), so a crash never leaves a half-written CSV."""
+    with _atomic(path) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow(_cell(getattr(row, name)) for name in COLUMNS)
+    return Path(path)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    with _atomic(path) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def _cell(value: object) -> str:

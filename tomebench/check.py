@@ -1,0 +1,218 @@
+"""The regression gate: compare a CSV against a baseline CSV, row by row, within tolerances.
+
+Reads CSVs only (like plots) and never measures. Rows are joined on their identity columns. Throughput is compared
+as `speedup` (against the unpatched model of the same file), never as images/s, because machines differ; GFLOPs
+and final tokens are machine-independent and compared almost exactly; accuracy in absolute points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from tomebench.errors import UsageError
+
+# What makes two rows the same configuration. Batch size and device are left out on purpose: speedup is a ratio
+# within one file, and a CI runner is not the machine the baseline was made on.
+IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "dtype", "infer_img_size")
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    higher_is_better: bool
+    relative: bool  # tolerance as a fraction of the baseline (else absolute, in the column's unit)
+
+
+METRICS = {
+    "top1": Metric("top1", True, False),
+    "top5": Metric("top5", True, False),
+    "speedup": Metric("speedup", True, True),
+    "gflops": Metric("infer_gflops", False, True),
+    "tokens": Metric("tokens_final", False, False),
+}
+DEFAULT_METRICS = ("top1", "top5", "speedup", "gflops", "tokens")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How far a metric may move the wrong way before it is a regression."""
+
+    acc: float = 0.1  # top-1/top-5 points: 50 images of ImageNet-val; fp32 CPU accuracy reproduces exactly
+    speedup: float = 0.10  # relative: the p10-p90 spread a quiet machine shows
+    gflops: float = 0.001  # relative: the flop count is deterministic; this only absorbs CSV rounding
+    tokens: float = 0.0
+
+    def for_metric(self, name: str) -> float:
+        return {"top1": self.acc, "top5": self.acc, "speedup": self.speedup, "gflops": self.gflops}.get(
+            name, self.tokens
+        )
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One metric of one configuration: baseline vs current, and what that means."""
+
+    config: str
+    metric: str
+    baseline: float
+    current: float
+    status: str  # "ok", "regressed" or "improved"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    findings: tuple[Finding, ...]
+    missing_in_current: tuple[str, ...]  # in the baseline, not measured now: the gate lost coverage
+    missing_in_baseline: tuple[str, ...]  # new configurations: reported, not a failure
+    errors: tuple[str, ...]  # configurations whose current row carries an error
+    compared: int
+    metrics: tuple[str, ...]
+    tolerances: Tolerances = field(default_factory=Tolerances)
+
+    @property
+    def regressions(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.status == "regressed")
+
+    @property
+    def improvements(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.status == "improved")
+
+    @property
+    def passed(self) -> bool:
+        return not (self.regressions or self.missing_in_current or self.errors)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "compared": self.compared,
+            "metrics": list(self.metrics),
+            "tolerances": asdict(self.tolerances),
+            "regressions": [asdict(f) for f in self.regressions],
+            "improvements": [asdict(f) for f in self.improvements],
+            "missing_in_current": list(self.missing_in_current),
+            "missing_in_baseline": list(self.missing_in_baseline),
+            "errors": list(self.errors),
+        }
+
+
+def label(key: tuple) -> str:
+    """A configuration as people say it: "model reducer r=8 (constant, fp32, 224px)"."""
+    values = dict(zip(IDENTITY, key))
+    return (
+        f"{values['model']} {values['reducer']} r={values['r']} "
+        f"({values['schedule']}, {values['dtype']}, {values['infer_img_size']}px"
+        f"{', prop_attn' if values['prop_attn'] == 'True' else ''})"
+    )
+
+
+def _keyed(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    missing = [c for c in IDENTITY if c not in frame.columns]
+    if missing:
+        raise UsageError(f"{name} lacks the identity column(s) {', '.join(missing)}")
+    if frame.empty:
+        raise UsageError(f"{name} has no rows")
+    frame = frame.copy()
+    for column in IDENTITY:
+        frame[column] = frame[column].map(_canonical)
+    # A file with the same configuration twice (appended runs): the last measurement counts.
+    return frame.drop_duplicates(subset=list(IDENTITY), keep="last").set_index(list(IDENTITY))
+
+
+def _canonical(value: object) -> str:
+    """Identity values as text, so 8, 8.0 and "8" (or True and "True") join."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def check(
+    current: pd.DataFrame,
+    baseline: pd.DataFrame,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    tolerances: Tolerances | None = None,
+) -> CheckResult:
+    """Join on IDENTITY and compare each metric present on both sides. Raises UsageError if nothing joins."""
+    tolerances = tolerances or Tolerances()
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UsageError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    cur, base = _keyed(current, "the current CSV"), _keyed(baseline, "the baseline CSV")
+    shared = [k for k in base.index if k in cur.index]
+    if not shared:
+        raise UsageError("no configuration of the current CSV matches one of the baseline (joined on "
+                         f"{', '.join(IDENTITY)}): nothing to compare")
+    errors = tuple(label(k) for k in shared if _text(cur.loc[k].get("error")))
+    findings = []
+    for key in shared:
+        if label(key) in errors or _text(base.loc[key].get("error")):
+            continue
+        for name in metrics:
+            finding = _compare(key, name, base.loc[key], cur.loc[key], tolerances.for_metric(name))
+            if finding is not None:
+                findings.append(finding)
+    return CheckResult(
+        findings=tuple(findings),
+        missing_in_current=tuple(label(k) for k in base.index if k not in cur.index),
+        missing_in_baseline=tuple(label(k) for k in cur.index if k not in base.index),
+        errors=errors,
+        compared=len(shared),
+        metrics=tuple(metrics),
+        tolerances=tolerances,
+    )
+
+
+def _text(value: object) -> str:
+    return "" if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _compare(key: tuple, name: str, base: pd.Series, cur: pd.Series, tol: float) -> Finding | None:
+    metric = METRICS[name]
+    b, c = pd.to_numeric(base.get(metric.column), errors="coerce"), pd.to_numeric(cur.get(metric.column), errors="coerce")
+    if pd.isna(b) or pd.isna(c):
+        return None  # not measured on one side (e.g. a throughput-only run): nothing to hold it to
+    allowed = tol * abs(b) if metric.relative else tol
+    gain = (c - b) if metric.higher_is_better else (b - c)
+    # The tiny epsilon keeps a change that equals the tolerance (up to float rounding) within it.
+    status = "regressed" if gain < -allowed - 1e-9 else "improved" if gain > allowed + 1e-9 else "ok"
+    return Finding(label(key), name, float(b), float(c), status)
+
+
+def to_markdown(result: CheckResult, current_name: str, baseline_name: str) -> str:
+    """A summary for a pull-request comment."""
+    tol = result.tolerances
+    verdict = "passed" if result.passed else "FAILED"
+    lines = [
+        f"## tomebench check: {verdict}",
+        "",
+        f"`{current_name}` against `{baseline_name}`: {result.compared} configurations compared on "
+        f"{', '.join(result.metrics)} (tolerances: accuracy {tol.acc} points, speedup {tol.speedup:.0%}, "
+        f"GFLOPs {tol.gflops:.1%}).",
+        "",
+    ]
+    for title, findings in (("Regressions", result.regressions), ("Improvements", result.improvements)):
+        if findings:
+            lines += [f"### {title}", "", "| configuration | metric | baseline | current | change |", "| --- | --- | --- | --- | --- |"]
+            lines += [f"| {f.config} | {f.metric} | {f.baseline:.4g} | {f.current:.4g} | {change(f)} |" for f in findings]
+            lines.append("")
+    for title, items in (
+        ("Rows with an error", result.errors),
+        ("In the baseline, missing now", result.missing_in_current),
+        ("New (not in the baseline)", result.missing_in_baseline),
+    ):
+        if items:
+            lines += [f"### {title}", ""] + [f"- {item}" for item in items] + [""]
+    if result.passed and not result.improvements:
+        lines.append("Everything within tolerance.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def change(f: Finding) -> str:
+    """The move from baseline to current: relative for relative metrics, else in the column's unit."""
+    if METRICS[f.metric].relative and f.baseline:
+        return f"{(f.current - f.baseline) / abs(f.baseline):+.1%}"
+    return f"{f.current - f.baseline:+.4g}"

@@ -265,10 +265,10 @@ def test_csv_missing_identity_columns_exits_2(tmp_path, base):
     no_model = tmp_path / "no_model.csv"
     pd.read_csv(base).drop(columns=["model", "r"]).to_csv(no_model, index=False)
     assert_one_line_error(invoke("check", no_model, "--baseline", base), "lacks the column(s) model, r")
-    # read_csv pads the newer identity columns; a file without them then joins nothing.
+    # read_csv pads columns an older file lacks, but check refuses to join on padded identity columns.
     no_dtype = tmp_path / "no_dtype.csv"
     pd.read_csv(base).drop(columns=["dtype"]).to_csv(no_dtype, index=False)
-    assert_one_line_error(invoke("check", no_dtype, "--baseline", base), "nothing to compare")
+    assert_one_line_error(invoke("check", no_dtype, "--baseline", base), "lacks the identity column(s) dtype")
     # A frame handed to check directly is held to every identity column.
     with pytest.raises(UsageError, match="the current CSV lacks the identity column"):
         check(pd.read_csv(base).drop(columns=["dtype", "infer_img_size"]), read_csv(base))
@@ -363,3 +363,15 @@ def test_sweep_with_missing_baseline_fails_before_measuring(tmp_path):
     assert_one_line_error(result, "no such CSV file")
     assert "timing" not in result.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_an_error_the_baseline_already_had_is_no_regression(tmp_path):
+    golden = Path(__file__).parent / "golden" / "sweep.csv"
+    result = check(read_csv(golden), read_csv(golden))
+    assert result.passed and result.errors == () and result.compared == 4
+    fixed = read_csv(golden)
+    fixed.loc[3, "error"] = pd.NA
+    fixed.loc[0, "error"] = "RuntimeError: boom"  # a new error on the unpatched row fails
+    result = check(fixed, read_csv(golden))
+    assert not result.passed and result.errors == (label(("tomebench_demo_vit.digits", "none", "0", "constant",
+                                                          "False", "fp32", "32")),)

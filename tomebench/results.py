@@ -170,7 +170,9 @@ def read_csv(path: Path) -> pd.DataFrame:
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]
     if missing:
         raise TomebenchError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
-    for name in COLUMNS:
-        if name not in frame.columns:
-            frame[name] = pd.NA
-    return frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
+    absent = [name for name in COLUMNS if name not in frame.columns]
+    for name in absent:
+        frame[name] = pd.NA
+    frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
+    frame.attrs["absent_columns"] = tuple(absent)  # filled in empty above; check refuses to join on those
+    return frame

@@ -18,9 +18,9 @@ from tomebench.results import COLUMNS, Row, read_csv, write_csv
 runner = CliRunner()
 MODEL = "vit_t"
 # The labels check gives each configuration of base_rows() below.
-NONE = f"{MODEL} none r=0 (constant, fp32, 224px)"
-TOME4 = f"{MODEL} tome r=4 (constant, fp32, 224px, prop_attn)"
-TOME8 = f"{MODEL} tome r=8 (constant, fp32, 224px, prop_attn)"
+NONE = f"{MODEL} none r=0 (constant, fp32, 224px, batch 32)"
+TOME4 = f"{MODEL} tome r=4 (constant, fp32, 224px, batch 32, prop_attn)"
+TOME8 = f"{MODEL} tome r=8 (constant, fp32, 224px, batch 32, prop_attn)"
 
 
 def base_rows() -> list[Row]:
@@ -192,7 +192,7 @@ def test_missing_configuration_fails_new_configuration_does_not(tmp_path, base):
     more = write(tmp_path, "more.csv", base_rows() + [replace(base_rows()[2], r=12, tokens_final=53)])
     result = check(read_csv(more), read_csv(base))
     assert result.passed and result.compared == 3
-    assert result.missing_in_baseline == (f"{MODEL} tome r=12 (constant, fp32, 224px, prop_attn)",)
+    assert result.missing_in_baseline == (f"{MODEL} tome r=12 (constant, fp32, 224px, batch 32, prop_attn)",)
     out = invoke("check", more, "--baseline", base)
     assert out.exit_code == 0, out.output
     assert "tome r=12" in flat(out) and "1 new" in flat(out)
@@ -317,7 +317,7 @@ def test_report_lists_missing_and_error_rows(tmp_path, base):
     md = report.read_text()
     assert md.startswith("## tomebench check: FAILED")
     assert f"### Rows with an error\n\n- {TOME4}" in md and f"### In the baseline, missing now\n\n- {TOME8}" in md
-    assert label(("vit_t", "tome", "4", "constant", "True", "fp32", "224")) == TOME4
+    assert label(("vit_t", "tome", "4", "constant", "True", "fp32", "224", "32")) == TOME4
 
 
 # --- sweep --baseline: measure, then check ----------------------------------------------------------------------
@@ -374,4 +374,4 @@ def test_an_error_the_baseline_already_had_is_no_regression(tmp_path):
     fixed.loc[0, "error"] = "RuntimeError: boom"  # a new error on the unpatched row fails
     result = check(fixed, read_csv(golden))
     assert not result.passed and result.errors == (label(("tomebench_demo_vit.digits", "none", "0", "constant",
-                                                          "False", "fp32", "32")),)
+                                                          "False", "fp32", "32", "32")),)

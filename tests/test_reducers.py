@@ -409,13 +409,16 @@ def test_every_reducer_in_a_real_vit(vits, model_name, name):
     n0 = 101
     assert n_final == n0 - 4 * len(model.blocks)
     assert torch.isfinite(logits).all() and logits.shape == (2, model.num_classes)
-    assert state.size.shape == (2, n_final, 1) and state.source.shape == (2, n_final, n0)
-    # Sizes count the input patches each token holds.
-    assert torch.equal(state.size[..., 0], state.source.sum(dim=-1))
+    assert state.source.shape == (2, n_final, n0)
     if name in MERGING:
+        # Sizes count the input patches each token holds.
+        assert state.size.shape == (2, n_final, 1)
+        assert torch.equal(state.size[..., 0], state.source.sum(dim=-1))
         assert torch.equal(state.source.sum(dim=1), torch.ones(2, n0))  # every input patch in exactly one token
     else:
-        assert torch.equal(state.size, torch.ones_like(state.size))
+        # Nothing was combined: every size is 1, left implicit (None) so attention needs no bias.
+        assert state.size is None
+        assert torch.equal(state.source.sum(dim=-1), torch.ones(2, n_final))
         assert state.source.sum(dim=1).max() == 1 and state.source.sum() == 2 * n_final
     # The prefix token stays first and alone.
     assert torch.equal(state.source[:, 0], F.one_hot(torch.zeros(2, dtype=torch.long), n0).to(state.source.dtype))

@@ -6,6 +6,7 @@
     tomebench.unpatch(model)                       # exactly the original again
 """
 
+from tomebench.demo import model as _demo_model  # noqa: F401  (registers the demo ViT with timm)
 from tomebench.patch import forward_with_state, patch, unpatch
 from tomebench.reducers import REDUCERS
 

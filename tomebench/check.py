@@ -14,9 +14,10 @@ import pandas as pd
 
 from tomebench.errors import UsageError
 
-# What makes two rows the same configuration. Batch size and device are left out on purpose: speedup is a ratio
-# within one file, and a CI runner is not the machine the baseline was made on.
-IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "dtype", "infer_img_size")
+# What makes two rows the same configuration. The device is left out on purpose: a CI runner is not the machine
+# the baseline was made on, and speedup is a ratio within one file. Batch size stays in: random pruning draws per
+# image of a batch, so its accuracy is reproducible only at the same batch size.
+IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "dtype", "infer_img_size", "infer_batch_size")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Finding:
     metric: str
     baseline: float
     current: float
-    status: str  # "ok", "regressed" or "improved"
+    status: str  # "ok", "regressed", "improved", or "unmeasured" (in the baseline, missing now: fails)
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,11 @@ class CheckResult:
     metrics: tuple[str, ...]
     tolerances: Tolerances = field(default_factory=Tolerances)
 
+    known_errors: tuple[str, ...] = ()  # configurations that failed in the baseline too: listed, not failing
+
     @property
     def regressions(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.status == "regressed")
+        return tuple(f for f in self.findings if f.status in ("regressed", "unmeasured"))
 
     @property
     def improvements(self) -> tuple[Finding, ...]:
@@ -95,6 +98,7 @@ class CheckResult:
             "missing_in_current": list(self.missing_in_current),
             "missing_in_baseline": list(self.missing_in_baseline),
             "errors": list(self.errors),
+            "known_errors": list(self.known_errors),
         }
 
 
@@ -103,7 +107,7 @@ def label(key: tuple) -> str:
     values = dict(zip(IDENTITY, key))
     return (
         f"{values['model']} {values['reducer']} r={values['r']} "
-        f"({values['schedule']}, {values['dtype']}, {values['infer_img_size']}px"
+        f"({values['schedule']}, {values['dtype']}, {values['infer_img_size']}px, batch {values['infer_batch_size']}"
         f"{', prop_attn' if values['prop_attn'] == 'True' else ''})"
     )
 
@@ -168,6 +172,9 @@ def check(
         compared=len(shared),
         metrics=tuple(metrics),
         tolerances=tolerances,
+        known_errors=tuple(
+            label(k) for k in shared if _text(cur.loc[k].get("error")) and _text(base.loc[k].get("error"))
+        ),
     )
 
 
@@ -178,8 +185,11 @@ def _text(value: object) -> str:
 def _compare(key: tuple, name: str, base: pd.Series, cur: pd.Series, tol: float) -> Finding | None:
     metric = METRICS[name]
     b, c = pd.to_numeric(base.get(metric.column), errors="coerce"), pd.to_numeric(cur.get(metric.column), errors="coerce")
-    if pd.isna(b) or pd.isna(c):
-        return None  # not measured on one side (e.g. a throughput-only run): nothing to hold it to
+    if pd.isna(b):
+        return None  # the baseline never measured it: nothing to hold the current run to
+    if pd.isna(c):
+        # Measured in the baseline but not now (a throughput-only run against an accuracy baseline): not green.
+        return Finding(label(key), name, float(b), float("nan"), "unmeasured")
     allowed = tol * abs(b) if metric.relative else tol
     gain = (c - b) if metric.higher_is_better else (b - c)
     # The tiny epsilon keeps a change that equals the tolerance (up to float rounding) within it.
@@ -206,6 +216,7 @@ def to_markdown(result: CheckResult, current_name: str, baseline_name: str) -> s
             lines.append("")
     for title, items in (
         ("Rows with an error", result.errors),
+        ("Failing in the baseline too (not counted)", result.known_errors),
         ("In the baseline, missing now", result.missing_in_current),
         ("New (not in the baseline)", result.missing_in_baseline),
     ):
@@ -218,6 +229,8 @@ def to_markdown(result: CheckResult, current_name: str, baseline_name: str) -> s
 
 def change(f: Finding) -> str:
     """The move from baseline to current: relative for relative metrics, else in the column's unit."""
+    if f.status == "unmeasured":
+        return "not measured"
     if METRICS[f.metric].relative and f.baseline:
         return f"{(f.current - f.baseline) / abs(f.baseline):+.1%}"
     return f"{f.current - f.baseline:+.4g}"

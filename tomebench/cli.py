@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tomebench import plots
+from tomebench import visualize as vis
 from tomebench.check import DEFAULT_METRICS, METRICS, CheckResult, Tolerances, change, to_markdown
 from tomebench.check import check as check_csv
 from tomebench.errors import TomebenchError, UsageError
@@ -24,7 +26,8 @@ from tomebench.models import ALIASES
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, check_writable, read_csv, write_csv, write_text_atomic
 from tomebench.schedule import parse_r_values
-from tomebench.sweep import SweepSpec, parse_reducer_options, run_sweep
+from tomebench.config import load as load_config
+from tomebench.sweep import SweepSpec, check_reducer_options, parse_key_values, parse_reducer_options, run_sweep
 
 app = typer.Typer(
     add_completion=False,
@@ -146,24 +149,59 @@ AccTolOpt = Annotated[float, typer.Option(help="Allowed top-1/top-5 drop, in abs
 SpeedupTolOpt = Annotated[float, typer.Option(help="Allowed relative speedup drop (0.1 = 10%).")]
 
 
-def _measure(command: str, reducers: tuple[str, ...], r: str | None, opts: list[str] | None, out: Path | None,
-             baseline: Path | None, tolerances: Tolerances, **fields) -> None:
-    """What sweep and compare share: build the spec, run the engine, write CSV, table and plot; then the check."""
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option(help="TOML file of these options (see configs/); flags given here override it.")
+]
+ModelArgOpt = Annotated[
+    Optional[list[str]], typer.Option("--model-arg", help="KEY=VALUE for timm.create_model (repeatable).")
+]
+SPEC_FIELDS = ("model", "schedule", "prop_attn", "batch_size", "device", "dtype", "data", "labels", "limit",
+               "pretrained", "checkpoint", "repeats", "workers")
+
+
+def _measure(ctx: typer.Context, command: str, params: dict) -> None:
+    """What sweep and compare share: options (config file, then flags), the engine, CSV, table, plot, check."""
     try:
+        params = _with_config(ctx, params)
+        reducers = (params["reducer"],) if command == "sweep" else _names(params["reducers"])
         spec = SweepSpec(
             reducers=reducers,
-            r=None if r is None else tuple(parse_r_values(r)),
-            reducer_options=parse_reducer_options(opts or []),
-            **fields,
+            r=None if params["r"] is None else tuple(parse_r_values(params["r"])),
+            reducer_options=parse_reducer_options(params["opt"] or []),
+            model_kwargs={k: v for k, v in (parse_key_values(params["model_arg"] or [], "--model-arg"))},
+            **{name: params[name] for name in SPEC_FIELDS},
         )
+        baseline = params["baseline"]
         if baseline is not None:
-            read_csv(baseline)  # an unusable baseline fails now, not after the sweep
-        out = out or _default_out(command, spec.model)
+            try:
+                read_csv(baseline)  # an unusable baseline fails now, not after the sweep
+            except TomebenchError as exc:
+                raise UsageError(f"--baseline: {exc}") from None
+        out = params["out"] or _default_out(command, spec.model)
         _run(spec, out)
         if baseline is not None:
+            tolerances = Tolerances(acc=params["acc_tol"], speedup=params["speedup_tol"])
             _check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
     except TomebenchError as exc:
         raise _fail(exc) from None
+
+
+def _with_config(ctx: typer.Context, params: dict) -> dict:
+    """Fill options from --config wherever the command line did not set them."""
+    if params.get("config") is None:
+        return params
+    options, _ = load_config(params["config"], allowed=set(params) | {"model_kwargs"})
+    if "model_kwargs" in options:
+        options["model_arg"] = options.pop("model_kwargs")
+    merged = dict(params)
+    for key, value in options.items():
+        if ctx.get_parameter_source(key) is not ParameterSource.COMMANDLINE:
+            merged[key] = value
+    return merged
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _check(current: Path, baseline: Path, metrics, tolerances: Tolerances, report: Path | None, as_json: bool):
@@ -199,7 +237,7 @@ def _check_table(result: CheckResult) -> Table:
         table.add_row(config, *cells, status)
     blank = ["-"] * len(result.metrics)
     for configs, status in ((result.errors, "[bold red]error[/]"), (result.missing_in_current, "[bold red]missing now[/]"),
-                            (result.missing_in_baseline, "new")):
+                            (result.known_errors, "error (in the baseline too)"), (result.missing_in_baseline, "new")):
         for config in configs:
             table.add_row(config, *blank, status)
     return table
@@ -236,6 +274,7 @@ def check_command(
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     model: ModelOpt = "demo",
     r: ROpt = None,
     reducer: Annotated[str, typer.Option(help="Registered reducer (see `tomebench reducers`).")] = "tome",
@@ -249,6 +288,7 @@ def sweep(
     limit: LimitOpt = None,
     pretrained: PretrainedOpt = True,
     checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
     out: OutOpt = None,
     repeats: RepeatsOpt = None,
     workers: WorkersOpt = None,
@@ -256,15 +296,17 @@ def sweep(
     baseline: BaselineOpt = None,
     acc_tol: AccTolOpt = Tolerances.acc,
     speedup_tol: SpeedupTolOpt = Tolerances.speedup,
+    config: ConfigOpt = None,
 ) -> None:
     """Sweep r for one reducer: throughput (interleaved with the unpatched model), GFLOPs, accuracy."""
-    _measure("sweep", (reducer,), r, opt, out, baseline, Tolerances(acc=acc_tol, speedup=speedup_tol), model=model, schedule=schedule, prop_attn=prop_attn,
-             batch_size=batch_size, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
-             pretrained=pretrained, checkpoint=checkpoint, repeats=repeats, workers=workers)
+    params = dict(locals())
+    params.pop("ctx")
+    _measure(ctx, "sweep", params)
 
 
 @app.command()
 def compare(
+    ctx: typer.Context,
     reducers: Annotated[str, typer.Option(help="Comma-separated reducers, compared in one run.")] = (
         "tome,prune,attn-prune,kmeans"
     ),
@@ -280,6 +322,7 @@ def compare(
     limit: LimitOpt = None,
     pretrained: PretrainedOpt = True,
     checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
     out: OutOpt = None,
     repeats: RepeatsOpt = None,
     workers: WorkersOpt = None,
@@ -287,12 +330,12 @@ def compare(
     baseline: BaselineOpt = None,
     acc_tol: AccTolOpt = Tolerances.acc,
     speedup_tol: SpeedupTolOpt = Tolerances.speedup,
+    config: ConfigOpt = None,
 ) -> None:
     """Compare reducers at the same r: one run, interleaved timing, one data pass, one CSV and Pareto plot."""
-    names = tuple(name.strip() for name in reducers.split(",") if name.strip())
-    _measure("compare", names, r, opt, out, baseline, Tolerances(acc=acc_tol, speedup=speedup_tol), model=model, schedule=schedule, prop_attn=prop_attn,
-             batch_size=batch_size, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
-             pretrained=pretrained, checkpoint=checkpoint, repeats=repeats, workers=workers)
+    params = dict(locals())
+    params.pop("ctx")
+    _measure(ctx, "compare", params)
 
 
 PLOTS = {
@@ -332,6 +375,36 @@ def plot(
 
 
 @app.command()
+def visualize(
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files to show.")],
+    model: ModelOpt = "demo",
+    r: Annotated[Optional[int], typer.Option("--r", help="Tokens removed per block. Default: the model's full r.")] = None,
+    reducer: Annotated[str, typer.Option(help="Registered reducer.")] = "tome",
+    layers: Annotated[
+        Optional[str], typer.Option(help="Blocks after which to show the groups, e.g. 2,4,8. Default: the last.")
+    ] = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    opt: OptionOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Figure file (PNG; an SVG is written next to it).")] = Path(
+        "results/visualize.png"
+    ),
+) -> None:
+    """Draw which patches each reducer merged (or dropped) into the same token, over the image."""
+    try:
+        options = parse_reducer_options(opt or [])
+        name = REDUCERS.canonical(reducer)
+        check_reducer_options(options)
+        check_writable(out)
+        blocks = None if layers is None else parse_r_values(layers)
+        fig = vis.draw(images, model, r, name, blocks, pretrained, checkpoint, options.get(name, {}))
+        for path in plots.save(fig, out.with_suffix("")):
+            console.print(f"wrote {path}")
+    except TomebenchError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
 def models() -> None:
     """List the model aliases and the timm names they stand for (any timm name works too)."""
     table = Table(title="model aliases")
@@ -357,14 +430,17 @@ def reducers() -> None:
 
 @app.command("train-demo")
 def train_demo(
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to save the weights.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to save the weights.")] = Path(
+        "results/demo_vit.safetensors"
+    ),
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 60,
     seed: Annotated[int, typer.Option(help="Seed for init, shuffling and augmentation.")] = 0,
 ) -> None:
     """Re-train the bundled demo ViT on the digits train split (about 3 minutes on 2 quiet CPU cores)."""
-    from tomebench.demo.train import DEFAULT_OUT, train_demo as train
+    from tomebench.demo.train import train_demo as train
 
-    target = out or DEFAULT_OUT
+    # Not the bundled file by default: a short trial run must not replace the model `make demo` ships with.
+    target = out
     try:
         check_writable(target)
     except TomebenchError as exc:

@@ -65,8 +65,11 @@ def evaluate_in_one_pass(
                 on_batch(len(labels))
             if not keep.any():
                 continue
-            x = normalize(images[keep])
-            y = labels[keep].to(normalize.device, non_blocking=True)
+            # Copy the whole (pinned) batch, then drop unreadable images on the device: indexing on the host
+            # first would make an unpinned copy and the transfer synchronous.
+            on_device = keep.to(normalize.device, non_blocking=True)
+            x = normalize(images)[on_device]
+            y = labels.to(normalize.device, non_blocking=True)[on_device]
             seen += int(keep.sum())
             for i, prepare in enumerate(prepares):
                 if errors[i] is not None:

@@ -69,10 +69,11 @@ def resolve_name(name: str) -> str:
     raise UsageError(f"unknown model {name!r}{hint}")
 
 
-def create(name: str, pretrained: bool = True, checkpoint: Path | None = None) -> LoadedModel:
-    """Build the model in eval mode. checkpoint: a local .safetensors/.pth/.npz file to load instead of the hub."""
+def create(name: str, pretrained: bool = True, checkpoint: Path | None = None, **model_kwargs) -> LoadedModel:
+    """Build the model in eval mode. checkpoint: a local .safetensors/.pth/.npz file to load instead of the hub;
+    model_kwargs go to timm.create_model (for example global_pool="avg" for MAE fine-tuned checkpoints)."""
     timm_name = resolve_name(name)
-    kwargs: dict = {}
+    kwargs: dict = dict(model_kwargs)
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
@@ -82,13 +83,16 @@ def create(name: str, pretrained: bool = True, checkpoint: Path | None = None) -
         pretrained = True
     try:
         model = timm.create_model(timm_name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:  # an argument the architecture does not take
+        raise UsageError(f"cannot create {timm_name} with {model_kwargs}: {str(exc).splitlines()[0]}") from None
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise _load_error(timm_name, checkpoint, exc) from None
     model.eval()
     cfg = resolve_data_config({}, model=model)
     tag = model.pretrained_cfg.get("tag") if hasattr(model, "pretrained_cfg") else None
     architecture = timm_name.split(".", 1)[0]
-    full_name = f"{architecture}.{tag}" if tag and pretrained else architecture
+    # Local weights are not the hub's tag: name the architecture alone rather than claim the published weights.
+    full_name = f"{architecture}.{tag}" if tag and pretrained and checkpoint is None else architecture
     return LoadedModel(name=full_name, model=model, data_config=cfg, pretrained=pretrained)
 
 

@@ -15,6 +15,7 @@ an additive log(size) bias.
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
 from tomebench.errors import UsageError
-from tomebench.reducers import REDUCERS, LayerTokens, Reducer, merge_tokens
+from tomebench.reducers import REDUCERS, LayerTokens, Reducer, do_nothing, merge_tokens
 from tomebench.schedule import effective_schedule, layer_schedule, schedule_label
 
 
@@ -101,12 +102,13 @@ def patch(
     trace_source keeps a (B, N, N0) map from tokens to input patches (for visualisation). `options` go to
     the reducer. Calling patch again replaces the previous settings.
     """
-    _check_supported(model)
+    check_supported(model)
     depth = len(model.blocks)
     name = REDUCERS.canonical(reducer)
     if name == "none":
         rs, label = (0,) * depth, "constant"
-    elif isinstance(schedule, str) and isinstance(r, int):
+    elif isinstance(schedule, str) and isinstance(r, numbers.Integral):
+        r = int(r)  # numpy and torch integers too
         rs, label = layer_schedule(r, depth, schedule), schedule
     else:
         rs = layer_schedule(r if isinstance(schedule, str) else schedule, depth)
@@ -154,7 +156,7 @@ def token_counts(model: VisionTransformer) -> tuple[tuple[int, ...], tuple[int, 
     return effective_schedule(rs, num_input_tokens(model), num_prefix_tokens(model))
 
 
-def _check_supported(model: nn.Module) -> None:
+def check_supported(model: nn.Module) -> None:
     if not isinstance(model, VisionTransformer):
         raise UsageError(
             f"{type(model).__name__} is not a timm VisionTransformer; tomebench patches ViT/DeiT-style models."
@@ -225,7 +227,12 @@ def _block_forward(
     x = x + block.drop_path1(block.ls1(attn_out))
     if tokens is not None:
         merge = layer.reducer(tokens.with_context(size, p, index, has_cls), layer.r)
-        x, size, source = merge_tokens(merge, x, size, source)
+        if size is None and (merge is do_nothing or getattr(merge, "prunes_only", False)):
+            # Every token still stands for one patch: leaving size None keeps the following blocks' attention
+            # free of a bias, so SDPA can pick its fused kernels.
+            x, source = merge(x), None if source is None else merge(source, "amax")
+        else:
+            x, size, source = merge_tokens(merge, x, size, source)
     x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
     return x, size, source
 

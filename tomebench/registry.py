@@ -49,8 +49,8 @@ class Registry(Generic[T]):
             return self._aliases[name]
         known = sorted([*self._entries, *self._aliases])
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(sorted(self._entries))}"
-        raise UsageError(f"unknown {self.kind} {name!r}; {hint}")
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise UsageError(f"unknown {self.kind} {name!r}; {hint}(known: {', '.join(sorted(self._entries))})")
 
     def get(self, name: str) -> T:
         return self._entries[self.canonical(name)].obj

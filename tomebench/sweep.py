@@ -25,7 +25,16 @@ from tomebench.demo import model as demo_model
 from tomebench.errors import TomebenchError, UsageError, one_line
 from tomebench.evaluate import Accuracy, evaluate_in_one_pass
 from tomebench.models import LoadedModel, create
-from tomebench.patch import num_input_tokens, num_prefix_tokens, patch, patch_info, token_counts, unpatch
+from tomebench.patch import (
+    check_supported,
+    default_prop_attn,
+    num_input_tokens,
+    num_prefix_tokens,
+    patch,
+    patch_info,
+    token_counts,
+    unpatch,
+)
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, capture_environment
 from tomebench.schedule import full_r, parse_schedule, schedule_label
@@ -56,6 +65,7 @@ class SweepSpec:
     repeats: int | None = None  # None: the device's TimingPlan default
     workers: int | None = None  # DataLoader workers; None: up to 4
     reducer_options: dict[str, dict] = field(default_factory=dict)  # reducer name -> its keyword options
+    model_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments, e.g. global_pool="avg"
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,10 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
     r_values = spec.r
     if r_values is None:
         r_values = tuple(range(full_r(num_input_tokens(model), num_prefix_tokens(model), len(model.blocks)) + 1))
+    schedule = parse_schedule(spec.schedule)
+    if isinstance(schedule, tuple):
+        # An explicit per-block list is one configuration; its r is the mean tokens removed per block.
+        r_values = (sum(schedule) // len(model.blocks),)
     configs = [Config("none", 0)]
     for name in dict.fromkeys(REDUCERS.canonical(n) for n in spec.reducers):
         if name != "none":
@@ -128,16 +142,28 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
 def parse_reducer_options(items: list[str]) -> dict[str, dict]:
     """["kmeans.iters=3", "prune.seed=1"] -> {"kmeans": {"iters": 3}, "prune": {"seed": 1}} (canonical names)."""
     options: dict[str, dict] = {}
-    for item in items:
-        head, sep, value = item.partition("=")
+    for head, value in parse_key_values(items, "--opt", "REDUCER.KEY=VALUE, e.g. kmeans.iters=3"):
         reducer, dot, key = head.partition(".")
-        if not (sep and dot and reducer and key):
-            raise UsageError(f"bad --opt {item!r}: write REDUCER.KEY=VALUE, e.g. kmeans.iters=3")
-        options.setdefault(REDUCERS.canonical(reducer.strip()), {})[key.strip()] = _option_value(value.strip())
+        if not (dot and reducer and key):
+            raise UsageError(f"bad --opt {head}={value}: write REDUCER.KEY=VALUE, e.g. kmeans.iters=3")
+        options.setdefault(REDUCERS.canonical(reducer.strip()), {})[key.strip()] = value
     return options
 
 
-def _option_value(text: str) -> int | float | str:
+def parse_key_values(items: list[str], flag: str, form: str = "KEY=VALUE") -> list[tuple[str, int | float | bool | str]]:
+    """["a=1", "b=avg"] -> [("a", 1), ("b", "avg")]; numbers and true/false keep their types."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not (sep and key.strip()):
+            raise UsageError(f"bad {flag} {item!r}: write {form}")
+        pairs.append((key.strip(), _option_value(value.strip())))
+    return pairs
+
+
+def _option_value(text: str) -> int | float | bool | str:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for kind in (int, float):
         try:
             return kind(text)
@@ -194,9 +220,14 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> list[Row]:
     for name in spec.reducers:
         REDUCERS.canonical(name)
     check_reducer_options(spec.reducer_options)
-    if spec.batch_size is not None and spec.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {spec.batch_size}")
-    loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint)
+    for flag, value, least in (("--batch-size", spec.batch_size, 1), ("--repeats", spec.repeats, 1),
+                               ("--workers", spec.workers, 0), ("--limit", spec.limit, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} must be >= {least}, got {value}")
+    loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint, **spec.model_kwargs)
+    check_supported(loaded.model)
+    if isinstance(schedule, tuple) and len(schedule) > len(loaded.model.blocks):
+        raise UsageError(f"--schedule lists {len(schedule)} blocks but {loaded.name} has {len(loaded.model.blocks)}")
     images = resolve_images(spec, loaded)
     configs = plan_configs(spec, loaded)
     model = loaded.model.to(device)
@@ -211,6 +242,11 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> list[Row]:
         options = spec.reducer_options.get(cfg.reducer, {})
         return lambda: patch(model, cfg.reducer, sched, label, spec.prop_attn, **options)
 
+    # What identifies each row, known before anything runs, so a failed configuration keeps its identity.
+    prop = default_prop_attn(model) if spec.prop_attn is None else spec.prop_attn
+    label = schedule_label(schedule)
+    identities = [("constant", False) if cfg.reducer == "none" else (label, prop) for cfg in configs]
+
     prepares = [prepare(cfg) for cfg in configs]
     input_shape = tuple(loaded.data_config["input_size"])
     gen = torch.Generator().manual_seed(0)
@@ -219,37 +255,24 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> list[Row]:
 
     progress.phase("checking", len(configs))
     checks = []
-    for cfg, prep in zip(configs, prepares):
-        checks.append(_check(model, prep, one, batch, autocast, device))
-        progress.advance()
+    try:
+        for cfg, prep, (sched_label, use_prop) in zip(configs, prepares, identities):
+            checks.append(_check(model, prep, one, batch, autocast, device, sched_label, use_prop))
+            progress.advance()
 
-    ok = [i for i, c in enumerate(checks) if c.error is None]
-    plan = TimingPlan.for_device(device, spec.repeats)
-    progress.phase("timing", plan.repeats * len(ok))
-    candidates = [Candidate(_label(configs[i]), prepares[i], _stepper(model, batch, autocast)) for i in ok]
-    with torch.inference_mode():
-        timings = dict(zip(ok, time_interleaved(candidates, device, plan, lambda _: progress.advance())))
+        ok = [i for i, c in enumerate(checks) if c.error is None]
+        plan = TimingPlan.for_device(device, spec.repeats)
+        progress.phase("timing", plan.repeats * len(ok))
+        candidates = [Candidate(_label(configs[i]), prepares[i], _stepper(model, batch, autocast)) for i in ok]
+        with torch.inference_mode():
+            timings = dict(zip(ok, time_interleaved(candidates, device, plan, lambda _: progress.advance())))
+        ok = [i for i in ok if timings[i].error is None]
+        accuracy, skipped = _accuracy(spec, loaded, images, model, [prepares[i] for i in ok], batch_size, device,
+                                      autocast, progress)
+        accuracy = dict(zip(ok, accuracy))
+    finally:
+        unpatch(model)
 
-    accuracy: dict[int, Accuracy] = {}
-    skipped = 0
-    if images is not None and ok:
-        progress.phase("accuracy", len(images.files))
-        loader = datasets.make_loader(
-            images, loaded.data_config, batch_size, _workers(spec.workers), pin_memory=device.type == "cuda"
-        )
-        evaluation = evaluate_in_one_pass(
-            model,
-            [prepares[i] for i in ok],
-            loader,
-            datasets.DeviceNormalize(loaded.data_config, device),
-            autocast,
-            progress.advance,
-        )
-        accuracy = dict(zip(ok, evaluation.per_config))
-        skipped = evaluation.skipped
-        if evaluation.per_config and all(a.n_images == 0 for a in evaluation.per_config):
-            raise TomebenchError(f"none of the {len(images.files)} images under {images.name} could be read")
-    unpatch(model)
 
     env = capture_environment(_device_name(device))
     base = Row(
@@ -265,13 +288,28 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> list[Row]:
         param_count=round(loaded.param_count, 3),
     ).with_environment(env)
     baseline = timings.get(0)
-    baseline_rate = baseline.samples_per_sec(batch_size)[0] if baseline else None
+    reference = baseline if baseline is not None and baseline.error is None else None
     rows = []
     for i, cfg in enumerate(configs):
         rows.append(
-            _row(base, cfg, checks[i], timings.get(i), accuracy.get(i), images, skipped, batch_size, baseline_rate)
+            _row(base, cfg, checks[i], timings.get(i), accuracy.get(i), images, skipped, batch_size, reference)
         )
     return rows
+
+
+def _accuracy(spec, loaded, images, model, prepares, batch_size, device, autocast, progress):
+    """One data pass over images for the given configurations -> (accuracies, unreadable images)."""
+    if images is None or not prepares:
+        return [], 0
+    progress.phase("accuracy", len(images.files))
+    loader = datasets.make_loader(
+        images, loaded.data_config, batch_size, _workers(spec.workers), pin_memory=device.type == "cuda"
+    )
+    normalize = datasets.DeviceNormalize(loaded.data_config, device)
+    evaluation = evaluate_in_one_pass(model, prepares, loader, normalize, autocast, progress.advance)
+    if all(a.n_images == 0 for a in evaluation.per_config):
+        raise TomebenchError(f"none of the {len(images.files)} images under {images.name} could be read")
+    return list(evaluation.per_config), evaluation.skipped
 
 
 @dataclass(frozen=True)
@@ -286,7 +324,7 @@ class _Check:
     clamp_note: str | None = None
 
 
-def _check(model, prepare, one, batch, autocast, device) -> _Check:
+def _check(model, prepare, one, batch, autocast, device, schedule: str, prop_attn: bool) -> _Check:
     """Switch to the configuration, count its cost on one image, and run one full batch (catches OOM)."""
     try:
         prepare()
@@ -295,20 +333,13 @@ def _check(model, prepare, one, batch, autocast, device) -> _Check:
             tokens = final_tokens(model, one)
             with autocast():
                 model(batch)
-    except (RuntimeError, ValueError, TypeError, NotImplementedError, TomebenchError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its row's error
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        return _Check(error=one_line(exc))
+        return _Check(error=one_line(exc), schedule=schedule, prop_attn=prop_attn)
     info = patch_info(model)
-    if info is None:
-        return _Check(gflops=gflops, tokens_final=tokens)
-    return _Check(
-        gflops=gflops,
-        tokens_final=tokens,
-        schedule=info.schedule,
-        prop_attn=info.prop_attn,
-        clamp_note=_clamp_note(info.r, token_counts(model)[0]),
-    )
+    clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
+    return _Check(gflops=gflops, tokens_final=tokens, schedule=schedule, prop_attn=prop_attn, clamp_note=clamp)
 
 
 def _clamp_note(requested: tuple[int, ...], effective: tuple[int, ...]) -> str | None:
@@ -327,7 +358,8 @@ def _stepper(model, batch, autocast) -> Callable[[], object]:
     return step
 
 
-def _row(base, cfg, check, timing: Timing | None, acc: Accuracy | None, images, skipped, batch_size, baseline_rate):
+def _row(base, cfg, check, timing: Timing | None, acc: Accuracy | None, images, skipped, batch_size,
+         reference: Timing | None):
     notes = [check.clamp_note]
     values: dict = dict(
         reducer=cfg.reducer,
@@ -338,16 +370,20 @@ def _row(base, cfg, check, timing: Timing | None, acc: Accuracy | None, images, 
         tokens_final=check.tokens_final,
         error=check.error,
     )
-    if timing is not None:
+    if timing is not None and timing.error is not None:
+        values["error"] = f"timing: {timing.error}"
+    elif timing is not None:
         median, p10, p90 = timing.samples_per_sec(batch_size)
         values.update(
             infer_samples_per_sec=median,
             infer_samples_per_sec_p10=p10,
             infer_samples_per_sec_p90=p90,
             infer_step_time=timing.median_step_ms(),
-            speedup=median / baseline_rate if baseline_rate else None,
+            speedup=timing.speedup_over(reference) if reference else None,
             peak_mem_mb=timing.peak_mem_mb,
         )
+        if reference is None:
+            notes.append("no speedup: the unpatched model failed")
         if timing.spread(batch_size) > NOISY_SPREAD:
             notes.append(f"noisy timing (p10-p90 spread {timing.spread(batch_size):.0%} of the median)")
     if acc is not None and images is not None:

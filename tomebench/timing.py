@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tomebench.errors import one_line
+
 NOISY_SPREAD = 0.10  # flag a measurement whose p10-p90 spread exceeds this fraction of its median
 
 
@@ -46,16 +48,29 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Timing:
-    """Raw result for one candidate: seconds per iteration of each repeat, plus peak memory."""
+    """Raw result for one candidate: seconds per iteration of each repeat, plus peak memory.
+
+    error is set (and step_times empty) when the candidate raised; it then left the later rounds.
+    """
 
     step_times: tuple[float, ...]
     iters_per_repeat: int
     peak_mem_mb: float | None
+    error: str | None = None
 
     def samples_per_sec(self, batch_size: int) -> tuple[float, float, float]:
         """(median, p10, p90) images per second over the repeats."""
         rates = sorted(batch_size / t for t in self.step_times)
         return statistics.median(rates), _quantile(rates, 0.1), _quantile(rates, 0.9)
+
+    def speedup_over(self, reference: Timing) -> float:
+        """Median over rounds of reference time / this time, each pair taken in the same round.
+
+        Rounds are interleaved, so both times of a pair saw the same machine state; the median of these paired
+        ratios shrugs off a slow round that a ratio of two medians taken from different rounds would not.
+        """
+        pairs = list(zip(reference.step_times, self.step_times))
+        return statistics.median(ref / own for ref, own in pairs)
 
     def median_step_ms(self) -> float:
         return statistics.median(self.step_times) * 1e3
@@ -74,25 +89,47 @@ def time_interleaved(
 ) -> list[Timing]:
     """Warm up each candidate, then time `plan.repeats` round-robin passes over all of them.
 
-    Exceptions from a candidate propagate: callers isolate failing configurations before timing.
+    A candidate that raises (out of memory, say) is recorded with its error and leaves the later rounds; the
+    others go on, so one failure never throws away the rest of the measurements.
     """
-    iters, peaks = [], []
-    for cand in candidates:
-        cand.prepare()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        per_iter = _warm_up(cand.step, device, plan)
-        peaks.append(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
-        iters.append(max(1, math.ceil(plan.min_repeat_s / per_iter)))
+    iters: list[int] = []
+    peaks: list[float | None] = []
+    errors: list[str | None] = [None] * len(candidates)
+    for i, cand in enumerate(candidates):
+        iters.append(1)
+        peaks.append(None)
+        try:
+            cand.prepare()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            per_iter = _warm_up(cand.step, device, plan)
+        except Exception as exc:  # noqa: BLE001 - becomes this candidate's error, see above
+            errors[i] = _failed(exc, device)
+            continue
+        peaks[i] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        iters[i] = max(1, math.ceil(plan.min_repeat_s / per_iter))
 
     times: list[list[float]] = [[] for _ in candidates]
     for _ in range(plan.repeats):
         for i, cand in enumerate(candidates):
-            cand.prepare()
-            times[i].append(_timed_repeat(cand.step, iters[i], device) / iters[i])
+            if errors[i] is None:
+                try:
+                    cand.prepare()
+                    times[i].append(_timed_repeat(cand.step, iters[i], device) / iters[i])
+                except Exception as exc:  # noqa: BLE001
+                    errors[i] = _failed(exc, device)
             if on_repeat:
                 on_repeat(cand.label)
-    return [Timing(tuple(t), n, peak) for t, n, peak in zip(times, iters, peaks)]
+    return [
+        Timing((), n, None, err) if err else Timing(tuple(t), n, peak)
+        for t, n, peak, err in zip(times, iters, peaks, errors)
+    ]
+
+
+def _failed(exc: BaseException, device: torch.device) -> str:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # what the failed candidate held must not starve the others
+    return one_line(exc)
 
 
 def _warm_up(step: Callable[[], object], device: torch.device, plan: TimingPlan) -> float:

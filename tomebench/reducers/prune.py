@@ -33,6 +33,7 @@ def keep_highest(scores: Tensor, r: int, num_prefix_tokens: int) -> Merge:
     def merge(x: Tensor, mode: str = "sum") -> Tensor:
         return x.gather(dim=1, index=index.expand(-1, -1, x.shape[-1]))
 
+    merge.prunes_only = True  # merge_tokens: nothing is combined, so all-one sizes stay implicit
     return merge
 
 
@@ -40,6 +41,9 @@ def keep_highest(scores: Tensor, r: int, num_prefix_tokens: int) -> Merge:
 def random_prune(tokens: LayerTokens, r: int, seed: int = 0) -> Merge:
     """Random pruning: drop r random non-prefix tokens per block (seeded: the same tokens every run)."""
     metric = tokens.metric
+    # Each image draws its own tokens (the paper's baseline), from a generator seeded per block: the same
+    # batches give the same choices every run. Which tokens an image loses depends on its place in the batch,
+    # so accuracy is reproducible for a given --batch-size (check joins on it).
     generator = torch.Generator(device=metric.device).manual_seed(seed * 100_003 + tokens.layer)
     scores = torch.rand(metric.shape[:2], generator=generator, device=metric.device)[:, tokens.num_prefix_tokens :]
     return keep_highest(scores, r, tokens.num_prefix_tokens)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -27,6 +27,7 @@ from tomebench.reducers import REDUCERS
 from tomebench.results import Row, check_writable, read_csv, write_csv, write_text_atomic
 from tomebench.schedule import parse_r_values
 from tomebench.config import load as load_config
+from tomebench.paper import paper_rows
 from tomebench.sweep import SweepSpec, check_reducer_options, parse_key_values, parse_reducer_options, run_sweep
 
 app = typer.Typer(
@@ -67,7 +68,7 @@ WorkersOpt = Annotated[Optional[int], typer.Option(help="DataLoader workers for 
 
 
 def _fail(exc: TomebenchError) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -195,7 +196,9 @@ def _with_config(ctx: typer.Context, params: dict) -> dict:
         options["model_arg"] = options.pop("model_kwargs")
     merged = dict(params)
     for key, value in options.items():
-        if ctx.get_parameter_source(key) is not ParameterSource.COMMANDLINE:
+        # By name: typer may bundle its own click, whose ParameterSource is a different enum class.
+        source = ctx.get_parameter_source(key)
+        if getattr(source, "name", None) != "COMMANDLINE":
             merged[key] = value
     return merged
 
@@ -400,6 +403,24 @@ def visualize(
         fig = vis.draw(images, model, r, name, blocks, pretrained, checkpoint, options.get(name, {}))
         for path in plots.save(fig, out.with_suffix("")):
             console.print(f"wrote {path}")
+    except TomebenchError as exc:
+        raise _fail(exc) from None
+
+
+@app.command("paper-baseline")
+def paper_baseline(
+    configs: Annotated[list[Path], typer.Argument(metavar="CONFIG...", help="Config files with a [paper] table.")],
+    out_dir: Annotated[Path, typer.Option(help="Folder for one baseline CSV per config.")] = Path(
+        "results/baselines/paper"
+    ),
+) -> None:
+    """Turn the published figures in paper configs into baseline CSVs for `tomebench check`."""
+    try:
+        for path in configs:
+            target = out_dir / f"{path.stem}.csv"
+            check_writable(target)
+            write_csv(paper_rows(path), target)
+            console.print(f"wrote {target}")
     except TomebenchError as exc:
         raise _fail(exc) from None
 

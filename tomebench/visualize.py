@@ -65,12 +65,15 @@ def to_input(pixels: np.ndarray, data_config: dict) -> Tensor:
 
 def groups_from_source(source: Tensor, num_prefix: int, grid: tuple[int, int]) -> np.ndarray:
     """source (N', N0) 0/1 for one image -> (gh, gw) group ids, numbered by first appearance; -1 if dropped."""
-    patches = source[num_prefix:, num_prefix:]  # (N' - P, gh * gw): non-prefix tokens x input patches
+    patches = source[num_prefix:, num_prefix:].float()  # (N' - P, gh * gw): non-prefix tokens x input patches
     held = patches.sum(dim=0) > 0
     owner = patches.argmax(dim=0)  # the one token holding each patch
     ids = np.full(patches.shape[1], DROPPED, dtype=np.int64)
-    _, first = np.unique(owner[held].numpy(), return_inverse=True)
-    ids[held.numpy()] = first
+    owners = owner[held].numpy()
+    tokens, first_seen, inverse = np.unique(owners, return_index=True, return_inverse=True)
+    rank = np.empty(len(tokens), dtype=np.int64)
+    rank[np.argsort(first_seen)] = np.arange(len(tokens))  # group 0 is the token of the first patch, and so on
+    ids[held.numpy()] = rank[inverse]
     return ids.reshape(grid)
 
 

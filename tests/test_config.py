@@ -1,0 +1,322 @@
+"""TOML run configurations: the bundled configs, paper baselines, config errors, CLI overrides, one real run."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tomebench import cli
+from tomebench.config import load
+from tomebench.errors import UsageError
+from tomebench.paper import paper_rows
+from tomebench.results import Row, write_csv
+
+runner = CliRunner()
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ALL_CONFIGS = sorted(CONFIGS.glob("*.toml"))
+PAPER_CONFIGS = [p for p in ALL_CONFIGS if "paper" in tomllib.loads(p.read_text())]
+DEMO = CONFIGS / "demo.toml"
+
+
+def command_options(command) -> set[str]:
+    """The option names `_with_config` allows for a command: its parameters (less ctx) plus model_kwargs."""
+    return (set(inspect.signature(command).parameters) - {"ctx"}) | {"model_kwargs"}
+
+
+def invoke(*args: str):
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_toml(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    """What reaches the engine: cli._run replaced by a recorder (nothing is measured)."""
+    seen = {}
+
+    def fake_run(spec, out):
+        seen["spec"], seen["out"] = spec, out
+        return []
+
+    monkeypatch.setattr(cli, "_run", fake_run)
+    return seen
+
+
+# --- the bundled configs -----------------------------------------------------------------------------------------
+
+
+def test_the_bundled_configs_are_the_expected_set():
+    assert {p.stem for p in ALL_CONFIGS} >= {"demo", "compare_vit_b", "vit_b_r13", "mae_l_r8", "vit_l384_r23"}
+    assert {p.stem for p in PAPER_CONFIGS} >= {"vit_b_r13", "mae_l_r8", "vit_l384_r23"}
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.stem)
+def test_every_config_loads_for_its_command(path):
+    options, paper = load(path)
+    assert options["model"]
+    is_compare = "reducers" in options
+    command = cli.compare if is_compare else cli.sweep
+    options_for_command, paper_again = load(path, allowed=command_options(command))
+    assert options_for_command == options and paper_again == paper
+    # And not for the other command: compare has no --reducer, sweep no --reducers.
+    if is_compare:
+        with pytest.raises(UsageError, match="'reducers'"):
+            load(path, allowed=command_options(cli.sweep))
+    assert isinstance(options["r"], str)  # joined the way the CLI writes it
+    for key in ("out", "checkpoint", "labels", "baseline"):
+        assert key not in options or isinstance(options[key], Path)
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_paper_rows_carry_the_published_figures(path):
+    _, paper = load(path)
+    before, after = paper_rows(path)
+    assert (before.reducer, before.r, before.prop_attn) == ("none", 0, False)
+    assert after.reducer == "tome" and after.r > 0
+    assert (before.top1, after.top1) == (paper["top1_before"], paper["top1_after"])
+    assert (before.speedup, after.speedup) == (1.0, paper["speedup"])
+    for row in (before, after):
+        assert row.schedule == "constant" and row.dataset == "imagenet-val"
+        assert row.infer_samples_per_sec is None and row.infer_gflops is None  # nothing measured here
+        assert row.note.startswith("published")
+
+
+def test_paper_rows_name_the_model_a_run_would_write():
+    before, after = paper_rows(CONFIGS / "vit_b_r13.toml")
+    assert before.model == after.model == "vit_base_patch16_224.augreg_in21k_ft_in1k"
+    assert (after.r, after.prop_attn, after.infer_img_size, after.infer_batch_size, after.dtype) == (
+        13, True, 224, 256, "fp16")
+    # Weights from a checkpoint: a run names the bare architecture; MAE runs without proportional attention.
+    before, after = paper_rows(CONFIGS / "mae_l_r8.toml")
+    assert before.model == after.model == "vit_large_patch16_224"
+    assert (after.r, after.prop_attn, after.infer_img_size) == (8, False, 224)
+    before, after = paper_rows(CONFIGS / "vit_l384_r23.toml")
+    assert before.model == "vit_large_patch16_384.augreg_in21k_ft_in1k"
+    assert (before.infer_img_size, after.infer_img_size, after.r, after.infer_batch_size) == (384, 384, 23, 64)
+
+
+def test_paper_rows_refuse_a_config_without_paper_table():
+    with pytest.raises(UsageError, match=r"no \[paper\] table"):
+        paper_rows(DEMO)
+
+
+# --- paper-baseline and check ------------------------------------------------------------------------------------
+
+
+def test_paper_baseline_is_a_baseline_check_accepts(tmp_path):
+    result = invoke("paper-baseline", CONFIGS / "vit_b_r13.toml", "--out-dir", tmp_path / "base")
+    assert result.exit_code == 0, result.output
+    baseline = tmp_path / "base" / "vit_b_r13.csv"
+    assert [(r["reducer"], r["r"], r["top1"]) for r in read_rows(baseline)] == [
+        ("none", "0", "84.57"), ("tome", "13", "82.6")]
+    # A run of that config on some GPU, written by hand: same identity, top-1 half a point lower.
+    common = dict(model="vit_base_patch16_224.augreg_in21k_ft_in1k", schedule="constant", infer_img_size=224,
+                  infer_batch_size=256, dtype="fp16", device="cuda", dataset="imagenet-val")
+    current = tmp_path / "current.csv"
+    write_csv([Row(reducer="none", r=0, prop_attn=False, top1=84.07, speedup=1.0, **common),
+               Row(reducer="tome", r=13, prop_attn=True, top1=82.10, speedup=1.70, **common)], current)
+
+    strict = invoke("check", current, "--baseline", baseline, "--metric", "top1", "--acc-tol", "0.3", "--json")
+    assert strict.exit_code == 1, strict.output
+    report = json.loads(strict.output)
+    assert report["compared"] == 2 and not report["missing_in_current"] and not report["missing_in_baseline"]
+    assert sorted(f["metric"] for f in report["regressions"]) == ["top1", "top1"]
+
+    loose = invoke("check", current, "--baseline", baseline, "--metric", "top1", "--acc-tol", "1", "--json")
+    assert loose.exit_code == 0, loose.output
+    assert json.loads(loose.output)["passed"] is True and json.loads(loose.output)["compared"] == 2
+
+
+def test_paper_baseline_without_paper_table_exits_2(tmp_path):
+    result = invoke("paper-baseline", DEMO, "--out-dir", tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "[paper]" in result.output  # not eaten as rich markup
+    assert not (tmp_path / "demo.csv").exists()
+
+
+# --- config errors -----------------------------------------------------------------------------------------------
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write_toml(tmp_path, 'model = "demo"\nbatchsize = 8\n')
+    with pytest.raises(UsageError, match="unknown key 'batchsize'"):
+        load(path)
+    path = write_toml(tmp_path, 'model = "demo"\n[paper]\ntop1 = 80.0\n', "p.toml")
+    with pytest.raises(UsageError, match=r"unknown \[paper\] key 'top1'"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ('batch_size = "big"', "batch_size must be int, got str 'big'"),
+        ("prop_attn = 1", "prop_attn must be bool, got int 1"),
+        ("r = 1.5", "r must be str or int or list, got float 1.5"),
+        ("batch_size = true", "batch_size must be int, got bool True"),
+        ('opt = ["kmeans.iters=3", 4]', "opt must be a list of strings"),
+        ("paper = 3", "[paper] must be a table"),
+    ],
+)
+def test_wrong_types_are_usage_errors(tmp_path, line, fragment):
+    path = write_toml(tmp_path, f'model = "demo"\n{line}\n')
+    with pytest.raises(UsageError) as info:
+        load(path)
+    assert fragment in str(info.value) and str(path) in str(info.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    path = write_toml(tmp_path, 'model = "demo\nr = 4\n')
+    with pytest.raises(UsageError, match="is not valid TOML"):
+        load(path)
+    with pytest.raises(UsageError, match="no such file"):
+        load(tmp_path / "absent.toml")
+    with pytest.raises(UsageError, match="no such file"):
+        load(tmp_path)  # a folder is not a config
+
+
+def test_lists_are_joined_and_model_kwargs_become_model_args(tmp_path):
+    path = write_toml(tmp_path, 'r = [0, 8]\nreducers = ["tome", "prune"]\nschedule = [8, 4]\n'
+                                'out = "x/y.csv"\nmodel_kwargs = { global_pool = "avg" }\n')
+    options, paper = load(path)
+    assert options == {"r": "0,8", "reducers": "tome,prune", "schedule": "8,4", "out": Path("x/y.csv"),
+                       "model_kwargs": ["global_pool=avg"]}
+    assert paper == {}
+    assert load(write_toml(tmp_path, "r = 13\n", "i.toml"))[0] == {"r": "13"}
+
+
+def test_allowed_limits_the_keys(tmp_path):
+    path = write_toml(tmp_path, 'model = "demo"\nreducer = "tome"\n')
+    assert load(path, allowed={"model", "reducer"})[0] == {"model": "demo", "reducer": "tome"}
+    with pytest.raises(UsageError, match="unknown key 'reducer'"):
+        load(path, allowed=command_options(cli.compare))
+
+
+# --- the command line: config values and flags -------------------------------------------------------------------
+
+
+def test_compare_config_reaches_the_engine(engine):
+    result = invoke("compare", "--config", DEMO)
+    assert result.exit_code == 0, result.output
+    spec = engine["spec"]
+    assert spec.model == "demo"
+    assert spec.reducers == ("tome", "prune", "attn-prune", "kmeans")
+    assert spec.r == tuple(range(9))
+    assert (spec.batch_size, spec.device, spec.dtype, spec.data) == (128, "cpu", "fp32", "demo")
+    assert spec.reducer_options == {"kmeans": {"iters": 5}, "prune": {"seed": 0}}
+    assert spec.model_kwargs == {} and spec.limit is None and spec.pretrained is True
+    assert str(engine["out"]) == "results/compare-demo.csv"
+
+
+def test_flags_the_config_does_not_set_are_kept(engine):
+    result = invoke("compare", "--config", DEMO, "--limit", "50", "--repeats", "3", "--no-pretrained")
+    assert result.exit_code == 0, result.output
+    spec = engine["spec"]
+    assert (spec.limit, spec.repeats, spec.pretrained) == (50, 3, False)
+    assert (spec.batch_size, spec.r) == (128, tuple(range(9)))
+
+
+def test_command_line_flags_override_the_config(engine):
+    assert invoke("compare", "--config", DEMO).exit_code == 0
+    from_config, out = engine["spec"], engine["out"]
+    result = invoke("compare", "--config", DEMO, "--batch-size", "16", "--r", "0,4")
+    assert result.exit_code == 0, result.output
+    assert engine["spec"] == replace(from_config, batch_size=16, r=(0, 4))
+    assert engine["out"] == out
+
+
+def test_sweep_config_with_model_kwargs(engine, tmp_path):
+    path = write_toml(tmp_path, 'model = "test_vit"\nmodel_kwargs = { global_pool = "avg", drop_rate = 0.0 }\n'
+                                'reducer = "prune"\nr = [4]\n')
+    result = invoke("sweep", "--config", path)
+    assert result.exit_code == 0, result.output
+    spec = engine["spec"]
+    assert spec.model_kwargs == {"global_pool": "avg", "drop_rate": 0.0}
+    assert (spec.model, spec.reducers, spec.r) == ("test_vit", ("prune",), (4,))
+    assert str(engine["out"]) == "results/sweep-test_vit.csv"
+
+
+@pytest.mark.parametrize(("command", "line", "key"), [("sweep", 'reducers = ["tome", "prune"]', "reducers"),
+                                                      ("compare", 'reducer = "tome"', "reducer")])
+def test_a_key_of_the_other_command_exits_2(engine, tmp_path, command, line, key):
+    path = write_toml(tmp_path, f'model = "demo"\n{line}\n')
+    result = invoke(command, "--config", path)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"unknown key '{key}'" in " ".join(result.output.split())
+    assert "spec" not in engine
+
+
+def test_bad_config_on_the_command_line_exits_2(engine, tmp_path):
+    result = invoke("sweep", "--config", tmp_path / "absent.toml")
+    assert result.exit_code == 2 and "no such file" in result.output
+    result = invoke("sweep", "--config", write_toml(tmp_path, "batch_size = 1.5\n"))
+    assert result.exit_code == 2 and "batch_size must be int" in result.output
+    assert "spec" not in engine
+
+
+# --- real runs ---------------------------------------------------------------------------------------------------
+
+
+def _check_demo_csv(path: Path) -> None:
+    rows = read_rows(path)
+    assert [(r["reducer"], r["r"]) for r in rows] == [("none", "0"), ("tome", "0"), ("tome", "2"),
+                                                      ("prune", "0"), ("prune", "2")]
+    for row in rows:
+        assert row["error"] == ""
+        assert (row["model"], row["dtype"], row["device"], row["infer_batch_size"]) == (
+            "tomebench_demo_vit.digits", "fp32", "cpu", "128")
+        assert (row["dataset"], row["n_images"]) == ("digits-test", "360")
+        assert 50.0 < float(row["top1"]) <= 100.0  # the bundled model knows its digits
+    assert rows[1]["top1"] == rows[0]["top1"] and rows[3]["top1"] == rows[0]["top1"]  # r=0 is the model itself
+    assert [int(r["tokens_final"]) for r in rows] == [65, 65, 49, 65, 49]
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_demo_config_runs_end_to_end(tmp_path, monkeypatch):
+    # configs/demo.toml with a shorter r range and two reducers, so the run stays a few seconds long.
+    monkeypatch.chdir(tmp_path)
+    raw = tomllib.loads(DEMO.read_text())
+    raw.update(r=[0, 2], reducers=["tome", "prune"], out=str(tmp_path / "c.csv"))
+    path = write_toml(tmp_path, "".join(f"{k} = {_toml_value(v)}\n" for k, v in raw.items()), "short.toml")
+    result = invoke("compare", "--config", path, "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    _check_demo_csv(tmp_path / "c.csv")
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_demo_config_with_flags_runs_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's own out (results/compare-demo.csv) must never land in the repo
+    args = ("compare", "--config", DEMO, "--r", "0,2", "--repeats", "1", "--reducers", "tome,prune",
+            "--out", tmp_path / "c.csv")
+    # The same command with the engine stubbed first: while flags lose to the config, the real run would sweep
+    # every reducer over r 0..8 (about a minute) into the wrong file, so stop here instead.
+    with monkeypatch.context() as patched:
+        seen = {}
+        patched.setattr(cli, "_run", lambda spec, out: seen.update(spec=spec, out=out) or [])
+        assert invoke(*args).exit_code == 0
+        spec = seen["spec"]
+        assert (spec.r, spec.reducers, seen["out"]) == ((0, 2), ("tome", "prune"), tmp_path / "c.csv")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    _check_demo_csv(tmp_path / "c.csv")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import statistics
 
 import pytest
 import timm
@@ -51,6 +53,14 @@ def test_sweep_writes_the_csv_contract_and_plots(tmp_path):
     assert rows[0]["prop_attn"] == "False" and rows[2]["prop_attn"] == "True"
     assert rows[0]["top1"] == "" and rows[0]["dataset"] == ""  # synthetic: throughput only
     assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "s.svg").stat().st_size > 0
+    # The raw repeat times behind each median are kept next to the CSV.
+    times = json.loads((tmp_path / "s.times.json").read_text())
+    assert list(times) == ["unpatched", "tome r=0", "tome r=4"]
+    for row, label in zip(rows, times):
+        raw = times[label]["step_times_s"]
+        assert len(raw) == 2 and all(t > 0 for t in raw) and times[label]["error"] is None
+        median_rate = statistics.median(2 / t for t in raw)  # batch 2
+        assert float(row["infer_samples_per_sec"]) == pytest.approx(median_rate, rel=1e-5)
 
 
 def test_r_beyond_what_tokens_allow_is_clamped_with_a_note(tmp_path):

@@ -211,8 +211,15 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("TOMEBENCH_CACHE", Path.home() / ".cache" / "tomebench"))
 
 
-def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> list[Row]:
-    """Measure every configuration of spec; one Row each, failures included as rows with `error` set."""
+def run_sweep(
+    spec: SweepSpec,
+    progress: Progress | None = None,
+    on_raw_times: Callable[[dict[str, Timing]], None] | None = None,
+) -> list[Row]:
+    """Measure every configuration of spec; one Row each, failures included as rows with `error` set.
+
+    on_raw_times receives the raw timings ({"tome r=8": Timing, ...}) once timing is done, for keeping.
+    """
     progress = progress or _Silent()
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
@@ -266,6 +273,8 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> list[Row]:
         candidates = [Candidate(_label(configs[i]), prepares[i], _stepper(model, batch, autocast)) for i in ok]
         with torch.inference_mode():
             timings = dict(zip(ok, time_interleaved(candidates, device, plan, lambda _: progress.advance())))
+        if on_raw_times is not None:
+            on_raw_times({_label(configs[i]): timings[i] for i in timings})
         ok = [i for i in ok if timings[i].error is None]
         accuracy, skipped = _accuracy(spec, loaded, images, model, [prepares[i] for i in ok], batch_size, device,
                                       autocast, progress)

@@ -50,7 +50,7 @@ def test_compare_measures_every_reducer_at_the_same_budget(tmp_path):
     result = invoke("compare", "--model", "test_vit", *TINY, "--reducers", "tome,prune,kmeans", "--r", "0,4",
                     "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert files(tmp_path) == {"c.csv", "c.png", "c.svg"}  # one CSV, one plot
+    assert files(tmp_path) == {"c.csv", "c.png", "c.svg", "c.times.json"}  # one CSV, one plot, raw times
     assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c.svg").stat().st_size > 0
     rows = read_rows(out)
     assert [(r["reducer"], r["r"]) for r in rows] == [

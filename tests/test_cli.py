@@ -54,7 +54,9 @@ def test_sweep_writes_the_csv_contract_and_plots(tmp_path):
     assert rows[0]["top1"] == "" and rows[0]["dataset"] == ""  # synthetic: throughput only
     assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "s.svg").stat().st_size > 0
     # The raw repeat times behind each median are kept next to the CSV.
-    times = json.loads((tmp_path / "s.times.json").read_text())
+    sidecar = json.loads((tmp_path / "s.times.json").read_text())
+    assert sidecar["settings"]["batch_size"] == 2 and sidecar["settings"]["model"] == "test_vit"
+    [times] = sidecar["groups"]  # three configurations: one group
     assert list(times) == ["unpatched", "tome r=0", "tome r=4"]
     for row, label in zip(rows, times):
         raw = times[label]["step_times_s"]
@@ -88,7 +90,7 @@ def test_checkpoint_loads_local_weights(tmp_path):
 def test_spec_reaching_the_engine(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(spec, out):
+    def fake_run(spec, out, resume=False):
         seen["spec"], seen["out"] = spec, out
         return []
 

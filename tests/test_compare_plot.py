@@ -71,7 +71,7 @@ def test_compare_measures_every_reducer_at_the_same_budget(tmp_path):
 def test_reducer_options_reach_the_engine(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(spec, out):
+    def fake_run(spec, out, resume=False):
         seen["spec"], seen["out"] = spec, out
         return []
 
@@ -240,7 +240,7 @@ def test_golden_csv_figures_have_a_curve_per_reducer():
     frame = read_csv(GOLDEN)
     fig = plots.metric_vs_r(frame, "speedup", "speedup over unpatched (x)")
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["tome", "unpatched"]
+    assert labels == ["tome", "tome [distance=euclidean,features=q]", "unpatched"]
     # The failed r=99 row is not plotted.
     assert list(fig.axes[0].get_lines()[0].get_xdata()) == [4, 8]
 

@@ -17,7 +17,10 @@ from tomebench.errors import UsageError
 # What makes two rows the same configuration. The device is left out on purpose: a CI runner is not the machine
 # the baseline was made on, and speedup is a ratio within one file. Batch size stays in: random pruning draws per
 # image of a batch, so its accuracy is reproducible only at the same batch size.
-IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "dtype", "infer_img_size", "infer_batch_size")
+IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "reducer_options", "dtype", "infer_img_size",
+            "infer_batch_size")
+# Identity columns newer than the first CSVs; a file without them measured the defaults (blank).
+LATER_IDENTITY = ("reducer_options",)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ def label(key: tuple) -> str:
     """A configuration as people say it: "model reducer r=8 (constant, fp32, 224px)"."""
     values = dict(zip(IDENTITY, key))
     return (
-        f"{values['model']} {values['reducer']} r={values['r']} "
+        f"{values['model']} {values['reducer']}{'[' + values['reducer_options'] + ']' if values['reducer_options'] else ''}"
+        f" r={values['r']} "
         f"({values['schedule']}, {values['dtype']}, {values['infer_img_size']}px, batch {values['infer_batch_size']}"
         f"{', prop_attn' if values['prop_attn'] == 'True' else ''})"
     )
@@ -115,7 +119,7 @@ def label(key: tuple) -> str:
 def _keyed(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     # read_csv adds the columns an older file lacks; for identity columns that would join on blanks, so refuse.
     absent = set(frame.attrs.get("absent_columns", ()))
-    missing = [c for c in IDENTITY if c not in frame.columns or c in absent]
+    missing = [c for c in IDENTITY if c not in LATER_IDENTITY and (c not in frame.columns or c in absent)]
     if missing:
         raise UsageError(f"{name} lacks the identity column(s) {', '.join(missing)}")
     if frame.empty:

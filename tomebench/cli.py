@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -22,6 +26,7 @@ from tomebench import visualize as vis
 from tomebench.check import DEFAULT_METRICS, METRICS, CheckResult, Tolerances, change, to_markdown
 from tomebench.check import check as check_csv
 from tomebench.errors import TomebenchError, UsageError
+from tomebench.journal import Journal, sidecar
 from tomebench.models import ALIASES
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, check_writable, read_csv, write_csv, write_text_atomic
@@ -88,52 +93,102 @@ class _RichProgress:
         self.bar.advance(self.task, amount)
 
 
-def _run(spec: SweepSpec, out: Path) -> list[Row]:
+def _run(spec: SweepSpec, out: Path, resume: bool = False) -> None:
     check_writable(out)
-    columns = (TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    raw: dict = {}
-    with Progress(*columns, console=console, transient=False) as bar:
-        rows = run_sweep(spec, _RichProgress(bar), raw.update)
-    write_csv(rows, out)
-    # The raw times behind every median, as MEASURE.md asks: seconds per iteration of each timed repeat.
-    times = {label: {"step_times_s": list(t.step_times), "iters_per_repeat": t.iters_per_repeat, "error": t.error}
-             for label, t in raw.items()}
-    write_text_atomic(out.with_suffix(".times.json"), json.dumps(times, indent=1))
-    console.print(_summary(rows))
-    console.print(f"wrote {out} (raw repeat times: {out.with_suffix('.times.json')})")
+    journal = Journal(out, resume)
+    columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with _signals_as_interrupts() as received:
+        try:
+            with Progress(*columns, console=console, transient=False) as bar:
+                measured = run_sweep(spec, _RichProgress(bar), journal)
+        except KeyboardInterrupt:
+            raise _interrupted(journal, out, received[-1] if received else signal.SIGINT) from None
+    if not measured and not journal.resumed:
+        raise TomebenchError("nothing was measured")
+    if not measured:
+        console.print(f"all {len(journal.planned)} configurations are already in {out}; nothing to measure")
+    elif journal.resumed:
+        console.print(f"resumed: {journal.resumed} configuration(s) kept from {out}, {len(measured)} measured now")
     frame = read_csv(out)
+    console.print(_summary(frame))
+    console.print(f"wrote {out} (settings and raw repeat times: {sidecar(out)})")
     try:
         for path in plots.save(plots.main_figure(frame), out.with_suffix("")):
             console.print(f"wrote {path}")
     except ValueError as exc:  # nothing plottable, e.g. every configuration failed
         errors.print(f"no plot: {exc}")
-    if all(row.error for row in rows):
+    if frame["error"].notna().all():
         raise TomebenchError(f"every configuration failed; see the error column of {out}")
-    return rows
+
+
+@contextmanager
+def _signals_as_interrupts():
+    """SIGTERM (a job scheduler, `kill`) stops the sweep like Ctrl-C does; yields the signals received."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _interrupted(journal: Journal, out: Path, signum: int) -> typer.Exit:
+    """Say what was kept and what was not, and exit as a process stopped by that signal would (128 + n)."""
+    missing = journal.missing()
+    kept = len(journal.planned) - len(missing)
+    labels = ", ".join(_config_label(row) for row in missing)
+    where = f"are in {out}" if out.exists() else "were saved"
+    errors.print(
+        f"[bold red]interrupted[/] ({signal.Signals(signum).name}): {kept} of {len(journal.planned)} configurations "
+        f"{where}; not measured: {escape(labels)}. Run the same command with --resume to measure only those.",
+        highlight=False, soft_wrap=True,
+    )
+    return typer.Exit(128 + signum)
+
+
+def _config_label(row: Row) -> str:
+    if row.reducer == "none":
+        return "unpatched"
+    extra = [row.schedule] if row.schedule != "constant" else []
+    extra += [row.reducer_options] if row.reducer_options else []
+    return f"{row.reducer} r={row.r}" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def _fmt(value, spec: str = ".1f") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "-"
     return format(value, spec)
 
 
-def _summary(rows: list[Row]) -> Table:
-    table = Table(title=f"{rows[0].model} · {rows[0].device} · {rows[0].dtype} · batch {rows[0].infer_batch_size}")
+def _summary(frame: pd.DataFrame) -> Table:
+    first = frame.iloc[0]
+    table = Table(title=f"{first['model']} · {first['device']} · {first['dtype']} · batch {first['infer_batch_size']}")
     for name in ("reducer", "r", "img/s", "speedup", "GFLOPs", "tokens", "top-1", "top-5"):
         table.add_column(name, justify="left" if name == "reducer" else "right", no_wrap=True)
     table.add_column("note / error", overflow="fold", min_width=20)
-    for row in rows:
+    for row in frame.itertuples(index=False):
+        reducer = row.reducer + (f" [{row.reducer_options}]" if isinstance(row.reducer_options, str) else "")
+        tokens = None if pd.isna(row.tokens_final) else int(row.tokens_final)
+        message = next((m for m in (row.error, row.note) if isinstance(m, str) and m), "")
         table.add_row(
-            row.reducer,
+            escape(reducer),
             str(row.r),
             _fmt(row.infer_samples_per_sec),
             _fmt(row.speedup, ".2f"),
             _fmt(row.infer_gflops, ".3g"),
-            _fmt(row.tokens_final, "d"),
+            _fmt(tokens, "d"),
             _fmt(row.top1, ".2f"),
             _fmt(row.top5, ".2f"),
-            row.error or row.note or "",
+            escape(message),
         )
     return table
 
@@ -162,7 +217,15 @@ ModelArgOpt = Annotated[
     Optional[list[str]], typer.Option("--model-arg", help="KEY=VALUE for timm.create_model (repeatable).")
 ]
 SPEC_FIELDS = ("model", "schedule", "prop_attn", "batch_size", "device", "dtype", "data", "labels", "limit",
-               "pretrained", "checkpoint", "repeats", "workers")
+               "pretrained", "checkpoint", "repeats", "workers", "group_size")
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Keep the rows already in --out and measure only the missing configurations.")
+]
+GroupOpt = Annotated[
+    int,
+    typer.Option(help="Configurations timed together (interleaved with the unpatched model) and evaluated in one "
+                 "data pass; each group's rows are saved as it finishes. 0: all in one group."),
+]
 
 
 def _measure(ctx: typer.Context, command: str, params: dict) -> None:
@@ -184,7 +247,7 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
             except TomebenchError as exc:
                 raise UsageError(f"--baseline: {exc}") from None
         out = params["out"] or _default_out(command, spec.model)
-        _run(spec, out)
+        _run(spec, out, params["resume"])
         if baseline is not None:
             tolerances = Tolerances(acc=params["acc_tol"], speedup=params["speedup_tol"])
             _check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
@@ -304,6 +367,8 @@ def sweep(
     baseline: BaselineOpt = None,
     acc_tol: AccTolOpt = Tolerances.acc,
     speedup_tol: SpeedupTolOpt = Tolerances.speedup,
+    resume: ResumeOpt = False,
+    group_size: GroupOpt = 8,
     config: ConfigOpt = None,
 ) -> None:
     """Sweep r for one reducer: throughput (interleaved with the unpatched model), GFLOPs, accuracy."""
@@ -338,6 +403,8 @@ def compare(
     baseline: BaselineOpt = None,
     acc_tol: AccTolOpt = Tolerances.acc,
     speedup_tol: SpeedupTolOpt = Tolerances.speedup,
+    resume: ResumeOpt = False,
+    group_size: GroupOpt = 8,
     config: ConfigOpt = None,
 ) -> None:
     """Compare reducers at the same r: one run, interleaved timing, one data pass, one CSV and Pareto plot."""

@@ -47,12 +47,16 @@ def evaluate_in_one_pass(
     normalize: DeviceNormalize,
     autocast: Callable[[], AbstractContextManager],
     on_batch: Callable[[int], None] | None = None,
+    batch_sizes: Sequence[int | None] | None = None,
 ) -> Evaluation:
     """Evaluate `model` under each configuration (`prepares[i]()` switches to it) over the same batches.
 
     batches yield (uint8 images (B, 3, H, W), labels (B,), readable (B,) bool). A configuration that raises is
-    marked with its error and left out of later batches; the others go on.
+    marked with its error and left out of later batches; the others go on. batch_sizes[i], when given, splits
+    each batch into forwards of at most that many images (a configuration that backed off after running out
+    of memory); top-1/top-5 do not depend on how a batch is split.
     """
+    batch_sizes = list(batch_sizes) if batch_sizes is not None else [None] * len(prepares)
     correct1 = [0] * len(prepares)
     correct5 = [0] * len(prepares)
     errors: list[str | None] = [None] * len(prepares)
@@ -76,8 +80,9 @@ def evaluate_in_one_pass(
                     continue
                 try:
                     prepare()
+                    step = batch_sizes[i] or len(x)
                     with autocast():
-                        logits = model(x)
+                        logits = torch.cat([model(x[j : j + step]) for j in range(0, len(x), step)])
                 except (RuntimeError, ValueError, NotImplementedError) as exc:
                     errors[i] = one_line(exc)
                     continue

@@ -36,10 +36,19 @@ def _title(frame: pd.DataFrame, what: str) -> str:
     return f"{what}\n{first['model']} · {device} · {first['dtype']} · batch {first['infer_batch_size']}"
 
 
+def variant(frame: pd.DataFrame) -> pd.Series:
+    """What a curve is named: the reducer, with its non-default options and schedule, e.g. "tome [features=q]"."""
+    options = frame["reducer_options"].fillna("").astype(str) if "reducer_options" in frame else pd.Series("", frame.index)
+    schedule = frame["schedule"].fillna("constant").astype(str) if "schedule" in frame else pd.Series("constant", frame.index)
+    extra = (options + ("," + schedule).where(schedule != "constant", "")).str.strip(",")
+    return frame["reducer"].astype(str) + (" [" + extra + "]").where(extra != "", "")
+
+
 def _curves(frame: pd.DataFrame):
-    """(reducer, rows sorted by r) for each reducer; the unpatched baseline comes separately."""
-    for reducer, rows in frame[frame["reducer"] != BASELINE].groupby("reducer", sort=False):
-        yield reducer, rows.sort_values("r")
+    """(name, rows sorted by r) for each reducer variant; the unpatched baseline comes separately."""
+    frame = frame[frame["reducer"] != BASELINE]
+    for name, rows in frame.groupby(variant(frame), sort=False):
+        yield name, rows.sort_values("r")
 
 
 def speed_accuracy(frame: pd.DataFrame, x: str = "infer_samples_per_sec") -> Figure:

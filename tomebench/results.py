@@ -61,6 +61,7 @@ class Row:
     param_count: float | None = None  # millions
     error: str | None = None
     note: str | None = None  # clamped r, noisy timing, skipped images: what a reader should know
+    reducer_options: str | None = None  # non-default reducer options, "key=value,..." sorted; part of the identity
     device_name: str | None = None
     torch: str | None = None
     timm: str | None = None
@@ -139,12 +140,37 @@ def _atomic(path: Path):
 
 def write_csv(rows: Iterable[Row], path: Path) -> Path:
     """Write rows atomically (temp file + rename), so a crash never leaves a half-written CSV."""
+    return write_records((row_cells(row) for row in rows), path)
+
+
+def row_cells(row: Row) -> dict[str, str]:
+    """A row as the text of its CSV cells."""
+    return {name: _cell(getattr(row, name)) for name in COLUMNS}
+
+
+def write_records(records: Iterable[dict[str, str]], path: Path) -> Path:
+    """Write CSV cells (column -> text) atomically in the contract's column order; absent cells are empty."""
     with _atomic(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
-        for row in rows:
-            writer.writerow(_cell(getattr(row, name)) for name in COLUMNS)
+        for record in records:
+            writer.writerow(record.get(name, "") for name in COLUMNS)
     return Path(path)
+
+
+def read_records(path: Path) -> list[dict[str, str]]:
+    """The rows of a tomebench CSV as the text of their cells, exactly as written (for appending to it)."""
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            records = [dict(record) for record in reader]
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TomebenchError(f"{path} is not a readable CSV: {exc}") from None
+    missing = [c for c in KEY_COLUMNS if c not in header]
+    if missing:
+        raise TomebenchError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
+    return [{k: ("" if v is None else v) for k, v in record.items() if k is not None} for record in records]
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -167,7 +193,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UsageError(f"no such CSV file: {path}")
     try:
-        frame = pd.read_csv(path, dtype={"error": "string", "note": "string", "git_sha": "string"})
+        frame = pd.read_csv(path, dtype={"error": "string", "note": "string", "git_sha": "string", "reducer_options": "string"})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TomebenchError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]

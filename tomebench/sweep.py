@@ -66,14 +66,23 @@ class SweepSpec:
     workers: int | None = None  # DataLoader workers; None: up to 4
     reducer_options: dict[str, dict] = field(default_factory=dict)  # reducer name -> its keyword options
     model_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments, e.g. global_pool="avg"
+    group_size: int = 8  # configurations timed together and saved together; 0: all in one group
+    configs: tuple[Config, ...] | None = None  # an explicit plan (ablate, schedules) instead of reducers x r
 
 
 @dataclass(frozen=True)
 class Config:
-    """One configuration of a sweep. reducer "none" is the unpatched model."""
+    """One configuration of a sweep. reducer "none" is the unpatched model.
+
+    schedule is "constant", "decreasing" or an explicit per-block tuple (then r is its mean per block);
+    prop_attn None means the model's default; options are the reducer's keyword options as sorted pairs.
+    """
 
     reducer: str
     r: int
+    schedule: str | tuple[int, ...] = "constant"
+    prop_attn: bool | None = None
+    options: tuple[tuple[str, object], ...] = ()
 
 
 class Progress(Protocol):
@@ -123,20 +132,39 @@ def autocast_for(device: torch.device, dtype: str) -> Callable[[], AbstractConte
 
 
 def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
-    """The unpatched baseline first, then every (reducer, r), reducers in the order given."""
+    """The unpatched baseline first, then every (reducer, r), reducers in the order given (or spec.configs)."""
     model = loaded.model
-    r_values = spec.r
-    if r_values is None:
-        r_values = tuple(range(full_r(num_input_tokens(model), num_prefix_tokens(model), len(model.blocks)) + 1))
-    schedule = parse_schedule(spec.schedule)
-    if isinstance(schedule, tuple):
-        # An explicit per-block list is one configuration; its r is the mean tokens removed per block.
-        r_values = (sum(schedule) // len(model.blocks),)
-    configs = [Config("none", 0)]
-    for name in dict.fromkeys(REDUCERS.canonical(n) for n in spec.reducers):
-        if name != "none":
-            configs += [Config(name, r) for r in r_values]
-    return configs
+    depth = len(model.blocks)
+    if spec.configs is not None:
+        planned = list(spec.configs)
+    else:
+        r_values = spec.r
+        if r_values is None:
+            r_values = tuple(range(full_r(num_input_tokens(model), num_prefix_tokens(model), depth) + 1))
+        schedule = parse_schedule(spec.schedule)
+        if isinstance(schedule, tuple):
+            # An explicit per-block list is one configuration; its r is the mean tokens removed per block.
+            r_values = (sum(schedule) // depth,)
+        planned = []
+        for name in dict.fromkeys(REDUCERS.canonical(n) for n in spec.reducers):
+            if name != "none":
+                options = canonical_options(name, spec.reducer_options.get(name, {}))
+                planned += [Config(name, r, schedule, spec.prop_attn, options) for r in r_values]
+    for cfg in planned:
+        if isinstance(cfg.schedule, tuple) and len(cfg.schedule) > depth:
+            raise UsageError(f"--schedule lists {len(cfg.schedule)} blocks but {loaded.name} has {depth}")
+    return [Config("none", 0)] + [cfg for cfg in planned if cfg.reducer != "none"]
+
+
+def canonical_options(reducer: str, options: dict) -> tuple[tuple[str, object], ...]:
+    """Options as sorted (key, value) pairs, leaving out any equal to the reducer's default."""
+    parameters = inspect.signature(REDUCERS.get(reducer)).parameters
+    return tuple(sorted((k, v) for k, v in options.items() if k not in parameters or parameters[k].default != v))
+
+
+def options_label(options: tuple[tuple[str, object], ...]) -> str | None:
+    """As the CSV's reducer_options column has it: "distance=euclidean,features=q" (None for the defaults)."""
+    return ",".join(f"{k}={v}" for k, v in options) or None
 
 
 def parse_reducer_options(items: list[str]) -> dict[str, dict]:
@@ -211,79 +239,57 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("TOMEBENCH_CACHE", Path.home() / ".cache" / "tomebench"))
 
 
-def run_sweep(
-    spec: SweepSpec,
-    progress: Progress | None = None,
-    on_raw_times: Callable[[dict[str, Timing]], None] | None = None,
-) -> list[Row]:
+class Sink(Protocol):
+    """Where finished rows go as a sweep runs (the CLI's is the CSV on disk, see `journal`)."""
+
+    def begin(self, settings: dict, planned: list[Row]) -> set[int]:
+        """Called once, before anything is measured, with what the sweep will run and every configuration's
+        identity (a Row without measurements). Returns the indices of `planned` already recorded (to resume);
+        raises UsageError if what is recorded was measured with other settings."""
+        ...
+
+    def add(self, rows: list[Row], raw_times: dict[str, Timing]) -> None:
+        """Called as each group of configurations finishes, with its rows and the raw timings behind them."""
+        ...
+
+
+class _Collect:
+    """The default sink: keeps nothing on disk."""
+
+    def begin(self, settings: dict, planned: list[Row]) -> set[int]:
+        return set()
+
+    def add(self, rows: list[Row], raw_times: dict[str, Timing]) -> None:
+        pass
+
+
+def run_sweep(spec: SweepSpec, progress: Progress | None = None, sink: Sink | None = None) -> list[Row]:
     """Measure every configuration of spec; one Row each, failures included as rows with `error` set.
 
-    on_raw_times receives the raw timings ({"tome r=8": Timing, ...}) once timing is done, for keeping.
+    Configurations run in groups of spec.group_size: each group is timed interleaved with the unpatched model
+    (so its speedups are same-run ratios) and evaluated in one data pass, then handed to `sink` at once, so an
+    interrupted sweep keeps every finished group. Configurations the sink already has are skipped. Returns the
+    rows measured by this call, in plan order.
     """
     progress = progress or _Silent()
+    sink = sink or _Collect()
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    schedule = parse_schedule(spec.schedule)
+    parse_schedule(spec.schedule)
     for name in spec.reducers:
         REDUCERS.canonical(name)
     check_reducer_options(spec.reducer_options)
     for flag, value, least in (("--batch-size", spec.batch_size, 1), ("--repeats", spec.repeats, 1),
-                               ("--workers", spec.workers, 0), ("--limit", spec.limit, 1)):
+                               ("--workers", spec.workers, 0), ("--limit", spec.limit, 1),
+                               ("--group-size", spec.group_size, 0)):
         if value is not None and value < least:
             raise UsageError(f"{flag} must be >= {least}, got {value}")
     loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint, **spec.model_kwargs)
     check_supported(loaded.model)
-    if isinstance(schedule, tuple) and len(schedule) > len(loaded.model.blocks):
-        raise UsageError(f"--schedule lists {len(schedule)} blocks but {loaded.name} has {len(loaded.model.blocks)}")
     images = resolve_images(spec, loaded)
     configs = plan_configs(spec, loaded)
     model = loaded.model.to(device)
     batch_size = spec.batch_size or (256 if device.type == "cuda" else 32)
-    autocast = autocast_for(device, dtype)
-
-    def prepare(cfg: Config) -> Callable[[], None]:
-        if cfg.reducer == "none":
-            return lambda: unpatch(model)
-        sched = schedule if isinstance(schedule, tuple) else cfg.r
-        label = "constant" if isinstance(schedule, tuple) else schedule
-        options = spec.reducer_options.get(cfg.reducer, {})
-        return lambda: patch(model, cfg.reducer, sched, label, spec.prop_attn, **options)
-
-    # What identifies each row, known before anything runs, so a failed configuration keeps its identity.
-    prop = default_prop_attn(model) if spec.prop_attn is None else spec.prop_attn
-    label = schedule_label(schedule)
-    identities = [("constant", False) if cfg.reducer == "none" else (label, prop) for cfg in configs]
-
-    prepares = [prepare(cfg) for cfg in configs]
-    input_shape = tuple(loaded.data_config["input_size"])
-    gen = torch.Generator().manual_seed(0)
-    batch = torch.randn((batch_size, *input_shape), generator=gen).to(device)
-    one = batch[:1]
-
-    progress.phase("checking", len(configs))
-    checks = []
-    try:
-        for cfg, prep, (sched_label, use_prop) in zip(configs, prepares, identities):
-            checks.append(_check(model, prep, one, batch, autocast, device, sched_label, use_prop))
-            progress.advance()
-
-        ok = [i for i, c in enumerate(checks) if c.error is None]
-        plan = TimingPlan.for_device(device, spec.repeats)
-        progress.phase("timing", plan.repeats * len(ok))
-        candidates = [Candidate(_label(configs[i]), prepares[i], _stepper(model, batch, autocast)) for i in ok]
-        with torch.inference_mode():
-            timings = dict(zip(ok, time_interleaved(candidates, device, plan, lambda _: progress.advance())))
-        if on_raw_times is not None:
-            on_raw_times({_label(configs[i]): timings[i] for i in timings})
-        ok = [i for i in ok if timings[i].error is None]
-        accuracy, skipped = _accuracy(spec, loaded, images, model, [prepares[i] for i in ok], batch_size, device,
-                                      autocast, progress)
-        accuracy = dict(zip(ok, accuracy))
-    finally:
-        unpatch(model)
-
-
-    env = capture_environment(_device_name(device))
     base = Row(
         model=loaded.name,
         reducer="none",
@@ -295,30 +301,138 @@ def run_sweep(
         dtype=dtype,
         device=str(device),
         param_count=round(loaded.param_count, 3),
-    ).with_environment(env)
-    baseline = timings.get(0)
-    reference = baseline if baseline is not None and baseline.error is None else None
-    rows = []
-    for i, cfg in enumerate(configs):
-        rows.append(
-            _row(base, cfg, checks[i], timings.get(i), accuracy.get(i), images, skipped, batch_size, reference)
-        )
+    )
+    # What identifies each row is known before anything runs, so a failed configuration keeps its identity.
+    planned = [_identity(base, cfg, model) for cfg in configs]
+    settings = _settings(spec, base, images)
+    done = sink.begin(settings, planned)
+    todo = [i for i in range(len(configs)) if i not in done]
+    if not todo:
+        return []
+
+    bench = _Bench(model, device, autocast_for(device, dtype), batch_size, loaded, spec, images, progress)
+    rows: list[Row] = []
+    try:
+        env = capture_environment(_device_name(device))
+        groups = _groups(todo, spec.group_size)
+        for n, group in enumerate(groups, 1):
+            group_rows, raw = bench.measure(configs, planned, group, f" {n}/{len(groups)}" if len(groups) > 1 else "")
+            group_rows = [row.with_environment(env) for row in group_rows]
+            sink.add(group_rows, raw)
+            rows += group_rows
+    finally:
+        unpatch(model)
     return rows
 
 
-def _accuracy(spec, loaded, images, model, prepares, batch_size, device, autocast, progress):
-    """One data pass over images for the given configurations -> (accuracies, unreadable images)."""
-    if images is None or not prepares:
-        return [], 0
-    progress.phase("accuracy", len(images.files))
-    loader = datasets.make_loader(
-        images, loaded.data_config, batch_size, _workers(spec.workers), pin_memory=device.type == "cuda"
-    )
-    normalize = datasets.DeviceNormalize(loaded.data_config, device)
-    evaluation = evaluate_in_one_pass(model, prepares, loader, normalize, autocast, progress.advance)
-    if all(a.n_images == 0 for a in evaluation.per_config):
-        raise TomebenchError(f"none of the {len(images.files)} images under {images.name} could be read")
-    return list(evaluation.per_config), evaluation.skipped
+def _groups(todo: list[int], size: int) -> list[list[int]]:
+    """Split configuration indices into groups of `size` (0: one group); the baseline (0) leads the first."""
+    others = [i for i in todo if i != 0]
+    size = size or max(len(others), 1)
+    groups = [others[k : k + size] for k in range(0, len(others), size)] or [[]]
+    if 0 in todo:
+        groups[0] = [0] + groups[0]
+    return groups
+
+
+def _identity(base: Row, cfg: Config, model) -> Row:
+    if cfg.reducer == "none":
+        return base
+    prop = default_prop_attn(model) if cfg.prop_attn is None else cfg.prop_attn
+    return replace(base, reducer=cfg.reducer, r=cfg.r, schedule=schedule_label(cfg.schedule), prop_attn=prop,
+                   reducer_options=options_label(cfg.options))
+
+
+def _settings(spec: SweepSpec, base: Row, images: datasets.ImageList | None) -> dict:
+    """What makes two sweeps' rows comparable: every input that changes a measured value (not its precision)."""
+    return {
+        "model": base.model,
+        "checkpoint": None if spec.checkpoint is None else str(spec.checkpoint),
+        "pretrained": spec.pretrained,
+        "model_kwargs": dict(spec.model_kwargs),
+        "img_size": base.infer_img_size,
+        "batch_size": base.infer_batch_size,
+        "dtype": base.dtype,
+        "device": base.device,
+        "data": spec.data,
+        "labels": None if spec.labels is None else str(spec.labels),
+        "limit": spec.limit,
+        "dataset": None if images is None else images.name,
+        "n_files": None if images is None else len(images.files),
+    }
+
+
+class _Bench:
+    """The model on its device, the synthetic batch and the data: measures one group of configurations."""
+
+    def __init__(self, model, device, autocast, batch_size, loaded, spec, images, progress):
+        self.model, self.device, self.autocast = model, device, autocast
+        self.batch_size, self.loaded, self.spec, self.images, self.progress = batch_size, loaded, spec, images, progress
+        input_shape = tuple(loaded.data_config["input_size"])
+        gen = torch.Generator().manual_seed(0)
+        self.batch = torch.randn((batch_size, *input_shape), generator=gen).to(device)
+        self.checks: dict[int, _Check] = {}  # the baseline's is reused by every group
+
+    def prepare(self, cfg: Config) -> Callable[[], None]:
+        model = self.model
+        if cfg.reducer == "none":
+            return lambda: unpatch(model)
+        label = "constant" if isinstance(cfg.schedule, tuple) else cfg.schedule
+        return lambda: patch(model, cfg.reducer, _requested_r(cfg), label, cfg.prop_attn, **dict(cfg.options))
+
+    def measure(self, configs: list[Config], planned: list[Row], group: list[int], tag: str = ""):
+        """-> (rows of `group`, raw timings by label). The baseline is timed with every group."""
+        progress = self.progress
+        timed = [0] + [i for i in group if i != 0]
+        progress.phase(f"checking{tag}", len(timed))
+        for i in timed:
+            if i not in self.checks:
+                self.checks[i] = _check(self.model, self.prepare(configs[i]), self.batch, self.autocast, self.device)
+            progress.advance()
+        timed = [i for i in timed if self.checks[i].error is None]
+        plan = TimingPlan.for_device(self.device, self.spec.repeats)
+        progress.phase(f"timing{tag}", plan.repeats * len(timed))
+        candidates = [
+            Candidate(_label(configs[i]), self.prepare(configs[i]),
+                      _stepper(self.model, self.batch[: self.checks[i].batch_size], self.autocast),
+                      self.checks[i].batch_size)
+            for i in timed
+        ]
+        with torch.inference_mode():
+            timings = dict(zip(timed, time_interleaved(candidates, self.device, plan, lambda _: progress.advance())))
+        evaluated = [i for i in group if i in timings and timings[i].error is None]
+        sizes = [self.checks[i].batch_size for i in evaluated]
+        accuracy, skipped = self.accuracy([configs[i] for i in evaluated], sizes, tag)
+        accuracy = dict(zip(evaluated, accuracy))
+        baseline = timings.get(0)
+        reference = baseline if baseline is not None and baseline.error is None else None
+        rows = [
+            _row(planned[i], self.checks[i], timings.get(i), accuracy.get(i), self.images, skipped, reference)
+            for i in group
+        ]
+        return rows, {_label(configs[i]): timings[i] for i in timed}
+
+    def accuracy(self, configs: list[Config], sizes: list[int], tag: str = "") -> tuple[list[Accuracy], int]:
+        """One data pass over the images for these configurations -> (accuracies, unreadable images)."""
+        images = self.images
+        if images is None or not configs:
+            return [], 0
+        self.progress.phase(f"accuracy{tag}", len(images.files))
+        loaded, device = self.loaded, self.device
+        loader = datasets.make_loader(
+            images, loaded.data_config, self.batch_size, _workers(self.spec.workers), pin_memory=device.type == "cuda"
+        )
+        normalize = datasets.DeviceNormalize(loaded.data_config, device)
+        prepares = [self.prepare(cfg) for cfg in configs]
+        evaluation = evaluate_in_one_pass(self.model, prepares, loader, normalize, self.autocast,
+                                          self.progress.advance, sizes)
+        if all(a.n_images == 0 for a in evaluation.per_config):
+            raise TomebenchError(f"none of the {len(images.files)} images under {images.name} could be read")
+        return list(evaluation.per_config), evaluation.skipped
+
+
+def _requested_r(cfg: Config) -> int | tuple[int, ...]:
+    return cfg.schedule if isinstance(cfg.schedule, tuple) else cfg.r
 
 
 @dataclass(frozen=True)
@@ -328,27 +442,51 @@ class _Check:
     error: str | None = None
     gflops: float | None = None
     tokens_final: int | None = None
-    schedule: str = "constant"
-    prop_attn: bool = False
     clamp_note: str | None = None
+    batch_size: int = 1  # the batch that fit: the requested one unless it ran out of memory
+    backoff_note: str | None = None
 
 
-def _check(model, prepare, one, batch, autocast, device, schedule: str, prop_attn: bool) -> _Check:
-    """Switch to the configuration, count its cost on one image, and run one full batch (catches OOM)."""
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or an allocator failure on the host."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def _check(model, prepare, batch, autocast, device) -> _Check:
+    """Switch to the configuration, count its cost on one image, and run one full batch.
+
+    A batch that runs out of memory is halved until one fits (down to 1 image); the size that fit is the one
+    this configuration is timed and evaluated with.
+    """
+    one = batch[:1]
     try:
         prepare()
         gflops = count_gflops(model, one)
         with torch.inference_mode():
             tokens = final_tokens(model, one)
-            with autocast():
-                model(batch)
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its row's error
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return _Check(error=one_line(exc), schedule=schedule, prop_attn=prop_attn)
+        return _Check(error=one_line(exc), batch_size=len(batch))
+    size = len(batch)
+    while True:
+        try:
+            with torch.inference_mode(), autocast():
+                model(batch[:size])
+            break
+        except Exception as exc:  # noqa: BLE001
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if not is_out_of_memory(exc):
+                return _Check(error=one_line(exc), batch_size=len(batch))
+            if size == 1:
+                return _Check(error=f"out of memory even at batch 1: {one_line(exc)}", batch_size=len(batch))
+            size //= 2
     info = patch_info(model)
     clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
-    return _Check(gflops=gflops, tokens_final=tokens, schedule=schedule, prop_attn=prop_attn, clamp_note=clamp)
+    backoff = None if size == len(batch) else f"out of memory at batch {len(batch)}; measured at batch {size}"
+    return _Check(gflops=gflops, tokens_final=tokens, clamp_note=clamp, batch_size=size, backoff_note=backoff)
 
 
 def _clamp_note(requested: tuple[int, ...], effective: tuple[int, ...]) -> str | None:
@@ -367,14 +505,11 @@ def _stepper(model, batch, autocast) -> Callable[[], object]:
     return step
 
 
-def _row(base, cfg, check, timing: Timing | None, acc: Accuracy | None, images, skipped, batch_size,
-         reference: Timing | None):
-    notes = [check.clamp_note]
+def _row(identity: Row, check: _Check, timing: Timing | None, acc: Accuracy | None, images, skipped,
+         reference: Timing | None) -> Row:
+    notes = [check.backoff_note, check.clamp_note]
     values: dict = dict(
-        reducer=cfg.reducer,
-        r=cfg.r,
-        schedule=check.schedule,
-        prop_attn=check.prop_attn,
+        infer_batch_size=check.batch_size,
         infer_gflops=None if check.gflops is None else round(check.gflops, 4),
         tokens_final=check.tokens_final,
         error=check.error,
@@ -382,7 +517,7 @@ def _row(base, cfg, check, timing: Timing | None, acc: Accuracy | None, images, 
     if timing is not None and timing.error is not None:
         values["error"] = f"timing: {timing.error}"
     elif timing is not None:
-        median, p10, p90 = timing.samples_per_sec(batch_size)
+        median, p10, p90 = timing.samples_per_sec()
         values.update(
             infer_samples_per_sec=median,
             infer_samples_per_sec_p10=p10,
@@ -393,8 +528,8 @@ def _row(base, cfg, check, timing: Timing | None, acc: Accuracy | None, images, 
         )
         if reference is None:
             notes.append("no speedup: the unpatched model failed")
-        if timing.spread(batch_size) > NOISY_SPREAD:
-            notes.append(f"noisy timing (p10-p90 spread {timing.spread(batch_size):.0%} of the median)")
+        if timing.spread() > NOISY_SPREAD:
+            notes.append(f"noisy timing (p10-p90 spread {timing.spread():.0%} of the median)")
     if acc is not None and images is not None:
         values.update(top1=acc.top1, top5=acc.top5, n_images=acc.n_images, dataset=images.name)
         if acc.error:
@@ -402,7 +537,7 @@ def _row(base, cfg, check, timing: Timing | None, acc: Accuracy | None, images, 
         if skipped:
             notes.append(f"{skipped} unreadable image(s) skipped")
     note = "; ".join(n for n in notes if n)
-    return replace(base, note=note or None, **values)
+    return replace(identity, note=note or None, **values)
 
 
 def _label(cfg: Config) -> str:

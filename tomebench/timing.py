@@ -39,11 +39,12 @@ class TimingPlan:
 @dataclass(frozen=True)
 class Candidate:
     """One configuration to time. `prepare` puts the model into this configuration (untimed);
-    `step` runs one batch. `label` is for progress messages only."""
+    `step` runs one batch of `batch_size` images. `label` is for progress messages only."""
 
     label: str
     prepare: Callable[[], None]
     step: Callable[[], object]
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -57,27 +58,29 @@ class Timing:
     iters_per_repeat: int
     peak_mem_mb: float | None
     error: str | None = None
+    batch_size: int = 1
 
-    def samples_per_sec(self, batch_size: int) -> tuple[float, float, float]:
+    def samples_per_sec(self) -> tuple[float, float, float]:
         """(median, p10, p90) images per second over the repeats."""
-        rates = sorted(batch_size / t for t in self.step_times)
+        rates = sorted(self.batch_size / t for t in self.step_times)
         return statistics.median(rates), _quantile(rates, 0.1), _quantile(rates, 0.9)
 
     def speedup_over(self, reference: Timing) -> float:
-        """Median over rounds of reference time / this time, each pair taken in the same round.
+        """Median over rounds of the paired ratio of images per second, both taken in the same round.
 
         Rounds are interleaved, so both times of a pair saw the same machine state; the median of these paired
         ratios shrugs off a slow round that a ratio of two medians taken from different rounds would not.
+        Per image, so a configuration that backed off to a smaller batch still compares fairly.
         """
         pairs = list(zip(reference.step_times, self.step_times))
-        return statistics.median(ref / own for ref, own in pairs)
+        return statistics.median((ref / reference.batch_size) / (own / self.batch_size) for ref, own in pairs)
 
     def median_step_ms(self) -> float:
         return statistics.median(self.step_times) * 1e3
 
-    def spread(self, batch_size: int) -> float:
+    def spread(self) -> float:
         """(p90 - p10) / median of the throughput."""
-        median, p10, p90 = self.samples_per_sec(batch_size)
+        median, p10, p90 = self.samples_per_sec()
         return (p90 - p10) / median
 
 
@@ -121,8 +124,8 @@ def time_interleaved(
             if on_repeat:
                 on_repeat(cand.label)
     return [
-        Timing((), n, None, err) if err else Timing(tuple(t), n, peak)
-        for t, n, peak, err in zip(times, iters, peaks, errors)
+        Timing((), n, None, err, c.batch_size) if err else Timing(tuple(t), n, peak, None, c.batch_size)
+        for t, n, peak, err, c in zip(times, iters, peaks, errors, candidates)
     ]
 
 

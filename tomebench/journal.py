@@ -1,0 +1,116 @@
+"""The CSV a sweep writes as it goes, and what `--resume` finds in it.
+
+Each finished group of configurations is saved at once: the whole file is rewritten to a temp file and
+renamed over the old one, so the CSV on disk is always complete (never half a row) and in plan order. The
+settings of the sweep and the raw repeat times behind every median sit next to it in `<out>.times.json`.
+
+With resume, rows already in the file (matched on their identity) are kept and their configurations are not
+measured again; a row that carries an error is measured again. A file measured with other settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tomebench.errors import UsageError
+from tomebench.results import Row, read_records, row_cells, write_records, write_text_atomic
+from tomebench.timing import Timing
+
+IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "reducer_options")
+# Settings a CSV row shows itself; the rest are only in the sidecar.
+ROW_SETTINGS = {"model": "model", "dtype": "dtype", "device": "device", "infer_img_size": "img_size",
+                "dataset": "dataset"}
+
+
+def identity(record: dict[str, str]) -> tuple[str, ...]:
+    """The cells that name a configuration, as text ("8.0" and "8" alike, for files saved by a spreadsheet)."""
+    return tuple(re.sub(r"^(-?\d+)\.0+$", r"\1", record.get(name, "") or "") for name in IDENTITY)
+
+
+def sidecar(path: Path) -> Path:
+    return Path(path).with_suffix(".times.json")
+
+
+class Journal:
+    """The sweep's `Sink` on disk: out CSV plus sidecar, written after every group."""
+
+    def __init__(self, path: Path, resume: bool = False):
+        self.path = Path(path)
+        self.resume = resume
+        self.planned: list[Row] = []
+        self.settings: dict = {}
+        self.records: dict[int, dict[str, str]] = {}  # planned index -> its row's cells
+        self.others: list[dict[str, str]] = []  # rows of the old file this sweep does not plan: kept as they are
+        self.groups: list[dict] = []  # raw times, one dict per measured group
+        self.finished: set[int] = set()  # measured by this sweep or already in the file without error
+        self.resumed = 0
+
+    def begin(self, settings: dict, planned: list[Row]) -> set[int]:
+        self.settings, self.planned = settings, planned
+        if not (self.resume and self.path.exists()):
+            return set()
+        try:
+            records = read_records(self.path)
+        except Exception as exc:  # noqa: BLE001 - TomebenchError or worse: either way, not a file to resume
+            raise UsageError(f"--resume: {exc}") from None
+        previous = self._previous()
+        self._check_settings(settings, records, previous.get("settings"))
+        self.groups = list(previous.get("groups", []))
+        by_key = {identity(record): record for record in records}
+        for i, row in enumerate(planned):
+            record = by_key.pop(identity(row_cells(row)), None)
+            if record is not None:
+                self.records[i] = record
+                if not record.get("error"):
+                    self.finished.add(i)
+        self.others = list(by_key.values())
+        self.resumed = len(self.finished)
+        return set(self.finished)
+
+    def add(self, rows: list[Row], raw_times: dict[str, Timing]) -> None:
+        keys = {identity(row_cells(row)): i for i, row in enumerate(self.planned)}
+        for row in rows:
+            i = keys[identity(row_cells(row))]
+            self.records[i] = row_cells(row)
+            self.finished.add(i)
+        self.groups.append({
+            label: {"step_times_s": list(t.step_times), "iters_per_repeat": t.iters_per_repeat,
+                    "batch_size": t.batch_size, "error": t.error}
+            for label, t in raw_times.items()
+        })
+        # The times first: a crash between the two writes leaves times without their rows, never the reverse.
+        write_text_atomic(sidecar(self.path), json.dumps({"settings": self.settings, "groups": self.groups}, indent=1))
+        write_records([self.records[i] for i in sorted(self.records)] + self.others, self.path)
+
+    def missing(self) -> list[Row]:
+        """Planned configurations with no row yet."""
+        return [row for i, row in enumerate(self.planned) if i not in self.finished]
+
+    def _previous(self) -> dict:
+        try:
+            data = json.loads(sidecar(self.path).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _check_settings(self, settings: dict, records: list[dict[str, str]], previous: dict | None) -> None:
+        hint = "use another --out, or drop --resume to measure everything again"
+        if previous:
+            for key, value in settings.items():
+                if key in previous and previous[key] != value:
+                    raise UsageError(f"--resume: {self.path} was measured with {key} {previous[key]!r}, this run "
+                                     f"has {value!r}; {hint}")
+        for record in records:
+            for column, key in ROW_SETTINGS.items():
+                want = "" if settings.get(key) is None else str(settings[key])
+                # Rows without accuracy (errors, throughput only) leave dataset blank: nothing to compare.
+                if column in record and record[column] != want and not (column == "dataset" and not record[column]):
+                    raise UsageError(f"--resume: {self.path} has a row with {column} {record[column]!r}, this run "
+                                     f"has {want!r}; {hint}")
+            batch = str(settings["batch_size"])
+            used = record.get("infer_batch_size", batch)
+            if used != batch and f"out of memory at batch {batch};" not in record.get("note", ""):
+                raise UsageError(f"--resume: {self.path} was measured at batch {used}, this run asks for {batch}; "
+                                 f"{hint}")

@@ -137,7 +137,7 @@ def test_unwritable_out_fails_before_measuring(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = invoke("sweep", *TINY, "--out", str(blocker / "sub" / "x.csv"))
-    assert_one_line_error(result, 2, "cannot create the folder for --out")
+    assert_one_line_error(result, 2, "is a file, not a folder")
     result = invoke("sweep", *TINY, "--out", str(tmp_path))
     assert_one_line_error(result, 2, "is a directory")
 

@@ -158,7 +158,7 @@ def test_plot_refuses_missing_and_foreign_csvs(tmp_path):
     foreign.write_text("a,b\n1,2\n")
     result = invoke("plot", str(foreign), "-o", str(tmp_path / "x"))
     assert result.exit_code != 0
-    assert_one_line_error(result, 1, "is not a tomebench CSV", "model")
+    assert_one_line_error(result, 2, "is not a tomebench CSV", "model")
     assert files(tmp_path) == {"foreign.csv"}
 
 

@@ -93,7 +93,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
 
 def test_check_writable(tmp_path):
     check_writable(tmp_path / "new" / "x.csv")
-    assert (tmp_path / "new").is_dir()
+    assert not (tmp_path / "new").exists()  # checking creates nothing; the first write makes the folder
     with pytest.raises(UsageError, match="is a directory"):
         check_writable(tmp_path)
 

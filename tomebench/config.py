@@ -41,6 +41,8 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "out": (str,),
     "repeats": (int,),
     "workers": (int,),
+    "group_size": (int,),
+    "resume": (bool,),
     "opt": (list,),
     "baseline": (str,),
     "acc_tol": NUMBER,

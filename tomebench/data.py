@@ -141,6 +141,18 @@ def balanced_subset(images: ImageList, limit: int | None) -> ImageList:
     )
 
 
+def first_readable(images: ImageList) -> Path | None:
+    """The first file PIL can decode, or None. Stops at the first success, so a good folder costs one image."""
+    for path in images.files:
+        try:
+            with Image.open(path) as img:
+                img.load()
+            return path
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            continue
+    return None
+
+
 class ImageFiles(Dataset):
     """(uint8 image (3, H, W), label, readable) per file; unreadable files give zeros and readable=False."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tomebench.errors import TomebenchError, UsageError
+from tomebench.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -107,16 +107,16 @@ def _git_sha() -> str:
 
 
 def check_writable(path: Path) -> None:
-    """Fail before measuring, not after, when `path` cannot be written."""
+    """Fail before measuring, not after, when `path` cannot be written. Creates nothing: missing folders are
+    made when the first result is written."""
     path = Path(path)
     if path.exists() and path.is_dir():
         raise UsageError(f"--out {path} is a directory; give a file name such as {path / 'sweep.csv'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the folder for --out {path}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    parent = path.absolute().parent
+    existing = next(p for p in [parent, *parent.parents] if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cannot write --out {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(f"cannot write --out {path}: permission denied")
 
 
@@ -166,10 +166,10 @@ def read_records(path: Path) -> list[dict[str, str]]:
             records = [dict(record) for record in reader]
             header = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise TomebenchError(f"{path} is not a readable CSV: {exc}") from None
+        raise UsageError(f"{path} is not a readable CSV: {exc}") from None
     missing = [c for c in KEY_COLUMNS if c not in header]
     if missing:
-        raise TomebenchError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
+        raise UsageError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
     return [{k: ("" if v is None else v) for k, v in record.items() if k is not None} for record in records]
 
 
@@ -195,10 +195,10 @@ def read_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"error": "string", "note": "string", "git_sha": "string", "reducer_options": "string"})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TomebenchError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]
     if missing:
-        raise TomebenchError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
+        raise UsageError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
     absent = [name for name in COLUMNS if name not in frame.columns]
     for name in absent:
         frame[name] = pd.NA

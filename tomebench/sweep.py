@@ -232,7 +232,11 @@ def resolve_images(spec: SweepSpec, loaded: LoadedModel) -> datasets.ImageList |
         )
     if images.classes is None and images.num_classes > num_classes:
         raise UsageError(f"--labels uses class {images.num_classes - 1} but {loaded.name} predicts {num_classes}")
-    return datasets.balanced_subset(images, spec.limit)
+    images = datasets.balanced_subset(images, spec.limit)
+    if datasets.first_readable(images) is None:
+        raise UsageError(f"none of the {len(images.files)} images under --data {source} could be read "
+                         "(corrupt, or not an image format PIL knows)")
+    return images
 
 
 def _cache_dir() -> Path:
@@ -284,7 +288,10 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None, sink: Sink | No
                                ("--group-size", spec.group_size, 0)):
         if value is not None and value < least:
             raise UsageError(f"{flag} must be >= {least}, got {value}")
-    loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint, **spec.model_kwargs)
+    with torch.random.fork_rng(devices=[]):
+        # Randomly initialised models (--no-pretrained) come out the same on every run; the caller's RNG is untouched.
+        torch.manual_seed(0)
+        loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint, **spec.model_kwargs)
     check_supported(loaded.model)
     images = resolve_images(spec, loaded)
     configs = plan_configs(spec, loaded)
@@ -468,7 +475,7 @@ def _check(model, prepare, batch, autocast, device) -> _Check:
         with torch.inference_mode():
             tokens = final_tokens(model, one)
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its row's error
-        return _Check(error=one_line(exc), batch_size=len(batch))
+        return _Check(error=_failure(exc, device), batch_size=len(batch))
     size = len(batch)
     while True:
         try:
@@ -476,17 +483,24 @@ def _check(model, prepare, batch, autocast, device) -> _Check:
                 model(batch[:size])
             break
         except Exception as exc:  # noqa: BLE001
+            if size == 1 or not is_out_of_memory(exc):
+                return _Check(error=_failure(exc, device), batch_size=len(batch))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            if not is_out_of_memory(exc):
-                return _Check(error=one_line(exc), batch_size=len(batch))
-            if size == 1:
-                return _Check(error=f"out of memory even at batch 1: {one_line(exc)}", batch_size=len(batch))
             size //= 2
     info = patch_info(model)
     clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
     backoff = None if size == len(batch) else f"out of memory at batch {len(batch)}; measured at batch {size}"
     return _Check(gflops=gflops, tokens_final=tokens, clamp_note=clamp, batch_size=size, backoff_note=backoff)
+
+
+def _failure(exc: BaseException, device: torch.device) -> str:
+    """A failed configuration's error text; what it held on the GPU is released for the others."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if is_out_of_memory(exc):
+        return f"out of memory even at batch 1: {one_line(exc)}"
+    return one_line(exc)
 
 
 def _clamp_note(requested: tuple[int, ...], effective: tuple[int, ...]) -> str | None:

@@ -1,0 +1,101 @@
+"""The bad-input table: every mistake a user makes gets one line saying what is wrong and what to do, a non-zero
+exit (2 for usage errors), no traceback, and no output file, partial or otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tomebench import cli
+
+runner = CliRunner()
+TINY = ["--model", "test_vit", "--no-pretrained", "--repeats", "1", "--device", "cpu"]
+GOLDEN_HEADER = "model,reducer,r,schedule\n"
+
+
+def image(path, seed: int):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def place(tmp_path):
+    """A working folder holding the inputs each case needs."""
+    (tmp_path / "empty").mkdir()
+    for i, name in enumerate(("a/1.jpg", "b/2.png")):
+        target = tmp_path / "corrupt" / name
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"not an image" * i)
+    for i in range(3):
+        image(tmp_path / "flat" / f"img{i}.png", i)
+    (tmp_path / "labels.txt").write_text("0\n1\n")  # three images, two labels
+    (tmp_path / "labels_bad.csv").write_text("name,label\nimg0.png,1\nimg1.png,cat\nimg2.png,0\n")
+    for i, cls in enumerate(("a", "b", "c")):
+        image(tmp_path / "three" / cls / "x.png", i)
+    (tmp_path / "foreign.csv").write_text("name,score\na,1\n")
+    (tmp_path / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "unknown.toml").write_text('model = "demo"\nbatchsize = 8\n')
+    (tmp_path / "wrongtype.toml").write_text('repeats = "many"\n')
+    return tmp_path
+
+
+CASES = {
+    "unknown model": (["sweep", "--model", "vit_bb"], 2, ["unknown model 'vit_bb'", "did you mean vit_b"]),
+    "unknown reducer": (["sweep", *TINY, "--reducer", "tomee"], 2, ["unknown reducer 'tomee'", "did you mean tome"]),
+    "reversed r range": (["sweep", *TINY, "--r", "24..0"], 2, ["bad r range '24..0'", "0..24"]),
+    "r range of letters": (["sweep", *TINY, "--r", "a..b"], 2, ["bad r 'a..b'", "a range (0..24 or 0..24:4)"]),
+    "r range step 0": (["sweep", *TINY, "--r", "0..24:0"], 2, ["step must be >= 1"]),
+    "negative r": (["sweep", *TINY, "--r", "-4"], 2, ["bad r '-4'", "must be >= 0"]),
+    "missing data path": (["sweep", *TINY, "--data", "{tmp}/nowhere"], 2, ["nowhere: no such folder"]),
+    "empty data folder": (["sweep", *TINY, "--data", "{tmp}/empty"], 2, ["is empty", "no class subfolders"]),
+    "no readable image": (["sweep", *TINY, "--data", "{tmp}/corrupt", "--model-arg", "num_classes=2"], 2,
+                          ["none of the 2 images", "could be read"]),
+    "class count mismatch": (["sweep", *TINY, "--data", "{tmp}/three"], 2,
+                             ["has 3 class folders", "predicts 1000 classes"]),
+    "labels file too short": (["sweep", *TINY, "--data", "{tmp}/flat", "--labels", "{tmp}/labels.txt"], 2,
+                              ["labels.txt"]),
+    "labels file not numbers": (["sweep", *TINY, "--data", "{tmp}/flat", "--labels", "{tmp}/labels_bad.csv"], 2,
+                                ["'cat' is not a class index"]),
+    "out is a folder": (["sweep", *TINY, "--out", "{tmp}"], 2, ["is a directory", "give a file name"]),
+    "out under a file": (["sweep", *TINY, "--out", "{tmp}/afile/s.csv"], 2, ["afile is a file, not a folder"]),
+    "resume into an unreadable out": (["sweep", *TINY, "--out", "{tmp}/binary.csv", "--resume"], 2,
+                                      ["--resume", "binary.csv"]),
+    "check a CSV not ours": (["check", "{tmp}/foreign.csv", "--baseline", "{tmp}/foreign.csv"], 2,
+                             ["is not a tomebench CSV"]),
+    "plot a CSV not ours": (["plot", "{tmp}/foreign.csv"], 2, ["is not a tomebench CSV"]),
+    "plot a file that is not a CSV": (["plot", "{tmp}/binary.csv"], 2, ["binary.csv"]),
+    "cuda without CUDA": (["sweep", "--device", "cuda"], 2, ["no CUDA GPU is available", "--device cpu"]),
+    "dtype the device lacks": (["sweep", "--device", "cpu", "--dtype", "fp16"], 2, ["fp16 needs a GPU"]),
+    "unknown dtype": (["sweep", "--device", "cpu", "--dtype", "fp8"], 2, ["unknown dtype 'fp8'"]),
+    "unknown key in TOML": (["sweep", "--config", "{tmp}/unknown.toml"], 2, ["unknown key 'batchsize'"]),
+    "wrong type in TOML": (["sweep", "--config", "{tmp}/wrongtype.toml"], 2, ["repeats"]),
+    "negative group size": (["sweep", *TINY, "--group-size", "-1"], 2, ["--group-size must be >= 0"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case, place, monkeypatch):
+    args, code, fragments = CASES[case]
+    monkeypatch.chdir(place)
+    before = {p: p.stat().st_mtime_ns for p in place.rglob("*")}
+    args = [a.replace("{tmp}", str(place)) for a in args]
+    default_out = ["--out", str(place / "out" / "s.csv")] if args[0] == "sweep" and "--out" not in args else []
+    if "cuda" in args and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = runner.invoke(cli.app, args + default_out)
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    text = " ".join(result.output.split())
+    for fragment in fragments:
+        assert fragment in text, text
+    # Nothing written: no new file (not even a temp file), no file changed.
+    after = {p: p.stat().st_mtime_ns for p in place.rglob("*")}
+    assert after == before

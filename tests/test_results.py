@@ -12,7 +12,7 @@ import pytest
 
 from tomebench import plots
 from tomebench.errors import TomebenchError, UsageError
-from tomebench.results import COLUMNS, Environment, Row, check_writable, read_csv, write_csv
+from tomebench.results import COLUMNS, Environment, Row, atomic_file, check_writable, read_csv, write_csv
 
 GOLDEN = Path(__file__).parent / "golden" / "sweep.csv"
 ENV = Environment("AMD EPYC", "2.14.1", "1.0.31", "0.1.0", "abc123def456", "2026-11-29T00:00:00+00:00")
@@ -107,3 +107,20 @@ def test_plots_from_the_golden_csv(tmp_path):
     assert fig.axes[0].get_ylabel() == "top-1 accuracy (%)"
     paths = plots.save(fig, tmp_path / "p")
     assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_figures_are_written_atomically(tmp_path):
+    from matplotlib.figure import Figure
+
+    target = tmp_path / "fig.png"
+    target.write_bytes(b"the old figure")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(target, "wb") as handle:
+            handle.write(b"half a fig")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"the old figure" and sorted(tmp_path.iterdir()) == [target]
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    paths = plots.save(fig, tmp_path / "fig")
+    assert target.read_bytes().startswith(b"\x89PNG") and paths[1].read_text().lstrip().startswith("<?xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "fig.svg"]

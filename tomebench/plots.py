@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from tomebench.results import atomic_file
+
 BASELINE = "none"
 
 
@@ -109,8 +111,8 @@ def main_figure(frame: pd.DataFrame) -> Figure:
 def save(fig: Figure, stem: Path) -> list[Path]:
     """Write fig as stem.png (150 dpi) and stem.svg; return the paths."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    for path in paths:
+        with atomic_file(path, "wb") as handle:
+            fig.savefig(handle, format=path.suffix[1:], dpi=150)
     return paths

@@ -121,8 +121,9 @@ def check_writable(path: Path) -> None:
 
 
 @contextmanager
-def _atomic(path: Path):
-    """Open a sibling temp file for writing; rename it onto path only if the block completes."""
+def atomic_file(path: Path, mode: str = "w"):
+    """Open a sibling temp file for writing ("w" text, "wb" bytes); rename it onto path only if the block completes,
+    so a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -130,7 +131,7 @@ def _atomic(path: Path):
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any file the user writes
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as handle:
             yield handle
         os.replace(tmp, path)
     except BaseException:
@@ -150,7 +151,7 @@ def row_cells(row: Row) -> dict[str, str]:
 
 def write_records(records: Iterable[dict[str, str]], path: Path) -> Path:
     """Write CSV cells (column -> text) atomically in the contract's column order; absent cells are empty."""
-    with _atomic(path) as handle:
+    with atomic_file(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for record in records:
@@ -174,7 +175,7 @@ def read_records(path: Path) -> list[dict[str, str]]:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    with _atomic(path) as handle:
+    with atomic_file(path) as handle:
         handle.write(text)
     return Path(path)
 

@@ -21,7 +21,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tomebench import plots
+from tomebench import ablate, plots
+from tomebench import schedule_search as search
 from tomebench import visualize as vis
 from tomebench.check import DEFAULT_METRICS, METRICS, CheckResult, Tolerances, change, to_markdown
 from tomebench.check import check as check_csv
@@ -51,7 +52,11 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias (see `tomebe
 ROpt = Annotated[
     Optional[str], typer.Option("--r", help="r values: 16, 0,8,16, 0..24 or 0..24:4. Default: 0 to the model's full r.")
 ]
-ScheduleOpt = Annotated[str, typer.Option(help="constant, decreasing (2r down to 0), or a per-block list 16,12,8.")]
+ScheduleOpt = Annotated[
+    str,
+    typer.Option(help="constant, decreasing (2r down to 0), increasing (0 up to 2r), inflection:T (T in [-1, 1] "
+                 "between them) or a per-block list 16,12,8."),
+]
 PropAttnOpt = Annotated[
     Optional[bool], typer.Option("--prop-attn/--no-prop-attn", help="Proportional attention. Default: the paper's.")
 ]
@@ -93,7 +98,7 @@ class _RichProgress:
         self.bar.advance(self.task, amount)
 
 
-def _run(spec: SweepSpec, out: Path, resume: bool = False) -> None:
+def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=plots.main_figure) -> None:
     check_writable(out)
     journal = Journal(out, resume)
     columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -110,15 +115,37 @@ def _run(spec: SweepSpec, out: Path, resume: bool = False) -> None:
     elif journal.resumed:
         console.print(f"resumed: {journal.resumed} configuration(s) kept from {out}, {len(measured)} measured now")
     frame = read_csv(out)
-    console.print(_summary(frame))
+    if len(frame) <= SUMMARY_ROWS:
+        console.print(_summary(frame))
+    else:
+        console.print(f"{len(frame)} rows, {int(frame['error'].notna().sum())} with an error (too many to list)")
     console.print(f"wrote {out} (settings and raw repeat times: {sidecar(out)})")
     try:
-        for path in plots.save(plots.main_figure(frame), out.with_suffix("")):
+        for path in plots.save(figure(frame), out.with_suffix("")):
             console.print(f"wrote {path}")
     except ValueError as exc:  # nothing plottable, e.g. every configuration failed
         errors.print(f"no plot: {exc}")
     if frame["error"].notna().all():
         raise TomebenchError(f"every configuration failed; see the error column of {out}")
+
+
+SUMMARY_ROWS = 60  # a longer CSV (a schedule search) is not printed row by row
+
+
+def _ablation_report(out: Path) -> None:
+    """The ablation's tables, one per factor, on the console and as Markdown next to the CSV."""
+    frame = read_csv(out)
+    for table in ablate.tables(frame):
+        shown = Table(title=table.title, title_justify="left")
+        for name in (table.factor, "top-1", "img/s", "speedup"):
+            shown.add_column(name, justify="left" if name == table.factor else "right")
+        for line in table.lines:
+            shown.add_row(f"[bold]{line.choice}[/] (default)" if line.default else line.choice,
+                          line.error and "error" or _fmt(line.top1, ".2f"), _fmt(line.samples_per_sec),
+                          _fmt(line.speedup, ".2f"))
+        console.print(shown)
+    report = write_text_atomic(out.with_suffix(".md"), ablate.to_markdown(frame))
+    console.print(f"wrote {report}")
 
 
 @contextmanager
@@ -232,22 +259,36 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
     """What sweep and compare share: options (config file, then flags), the engine, CSV, table, plot, check."""
     try:
         params = _with_config(ctx, params)
-        reducers = (params["reducer"],) if command == "sweep" else _names(params["reducers"])
+        plan: dict = {}
+        if command == "ablate":
+            plan = dict(configs=ablate.plan(params["r"]), group_size=0)  # one group: one pass, all interleaved
+        elif command == "schedules":
+            if params["samples"] < 0 or params["target_speedup"] < 1:
+                raise UsageError("--samples must be >= 0 and --target-speedup >= 1")
+            plan = dict(configs=search.plan(params["samples"], params["target_speedup"], params["seed"]))
+        else:
+            plan = dict(
+                reducers=(params["reducer"],) if command == "sweep" else _names(params["reducers"]),
+                r=None if params["r"] is None else tuple(parse_r_values(params["r"])),
+                reducer_options=parse_reducer_options(params["opt"] or []),
+            )
         spec = SweepSpec(
-            reducers=reducers,
-            r=None if params["r"] is None else tuple(parse_r_values(params["r"])),
-            reducer_options=parse_reducer_options(params["opt"] or []),
             model_kwargs={k: v for k, v in (parse_key_values(params["model_arg"] or [], "--model-arg"))},
-            **{name: params[name] for name in SPEC_FIELDS},
+            **{name: params[name] for name in SPEC_FIELDS if name in params},
+            **plan,
         )
-        baseline = params["baseline"]
+        baseline = params.get("baseline")
         if baseline is not None:
             try:
                 read_csv(baseline)  # an unusable baseline fails now, not after the sweep
             except TomebenchError as exc:
                 raise UsageError(f"--baseline: {exc}") from None
         out = params["out"] or _default_out(command, spec.model)
-        _run(spec, out, params["resume"])
+        figure = {"ablate": lambda frame: plots.speed_accuracy(frame, "speedup"),
+                  "schedules": search.figure}.get(command, plots.main_figure)
+        _run(spec, out, params["resume"], figure)
+        if command == "ablate":
+            _ablation_report(out)
         if baseline is not None:
             tolerances = Tolerances(acc=params["acc_tol"], speedup=params["speedup_tol"])
             _check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
@@ -411,6 +452,67 @@ def compare(
     params = dict(locals())
     params.pop("ctx")
     _measure(ctx, "compare", params)
+
+
+@app.command("ablate")
+def ablate_command(
+    ctx: typer.Context,
+    model: ModelOpt = "demo",
+    r: Annotated[Optional[int], typer.Option("--r", help="Tokens merged per block. Default: the model's full r.")] = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
+    out: OutOpt = None,
+    repeats: RepeatsOpt = None,
+    workers: WorkersOpt = None,
+    resume: ResumeOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The paper's Table 1: every ToMe option varied alone from the defaults, in one run (interleaved timing, one
+    data pass). Writes the CSV, a Markdown table per factor (<out>.md) and the speed-accuracy plot."""
+    params = dict(locals())
+    params.pop("ctx")
+    if r is not None and r < 0:
+        raise _fail(UsageError(f"--r must be >= 0, got {r}"))
+    _measure(ctx, "ablate", params)
+
+
+@app.command("schedules")
+def schedules_command(
+    ctx: typer.Context,
+    model: ModelOpt = "demo",
+    samples: Annotated[int, typer.Option(help="Random per-block schedules to measure.")] = 100,
+    target_speedup: Annotated[
+        float, typer.Option(help="Centre of the search: the constant r whose GFLOPs drop by this factor.")
+    ] = 1.5,
+    seed: Annotated[int, typer.Option(help="Seed of the schedule sampler (same seed, same schedules).")] = 0,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
+    out: OutOpt = None,
+    repeats: RepeatsOpt = None,
+    workers: WorkersOpt = None,
+    resume: ResumeOpt = False,
+    group_size: GroupOpt = 8,
+    config: ConfigOpt = None,
+) -> None:
+    """The paper's schedule search (Figures 2 and 7): random per-block schedules around a target speedup, measured
+    against the constant, decreasing and increasing ones; plots them and the average r per block of the best."""
+    params = dict(locals())
+    params.pop("ctx")
+    _measure(ctx, "schedules", params)
 
 
 PLOTS = {

@@ -223,7 +223,7 @@ def _block_forward(
     has_cls: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """One timm Block with token reduction between attention and MLP. x: (B, N, C) -> (B, N - r, C)."""
-    attn_out, tokens = _attention(block.attn, block.norm1(x), size if layer.prop_attn else None, layer.r > 0)
+    attn_out, tokens = _attention(block.attn, block.norm1(x), size if layer.prop_attn else None, layer.r > 0, x)
     x = x + block.drop_path1(block.ls1(attn_out))
     if tokens is not None:
         merge = layer.reducer(tokens.with_context(size, p, index, has_cls), layer.r)
@@ -239,10 +239,13 @@ def _block_forward(
 
 @dataclass(frozen=True)
 class _AttentionParts:
-    """What one attention call leaves for the reducer: q, k (B, H, N, D) after q/k norm, the log-size bias."""
+    """What one attention call leaves for the reducer: q, k, v (B, H, N, D) (q, k after q/k norm), the block's
+    input tokens x (B, N, C) and the log-size bias."""
 
     q: Tensor
     k: Tensor
+    v: Tensor
+    x: Tensor
     bias: Tensor | None
     scale: float
 
@@ -254,7 +257,15 @@ class _AttentionParts:
             layer=layer,
             cls_attention=functools.partial(self.received, cls_only=True) if has_cls else None,
             mean_attention=functools.partial(self.received, cls_only=False),
+            features=self.features,
         )
+
+    def features(self, kind: str, heads: str) -> Tensor:
+        """(B, N, C') similarity features: "x", or "k"/"q"/"v" averaged over heads ("mean") or concatenated."""
+        if kind == "x":
+            return self.x
+        per_head = {"k": self.k, "q": self.q, "v": self.v}[kind]  # (B, H, N, D)
+        return per_head.mean(dim=1) if heads == "mean" else per_head.transpose(1, 2).flatten(2)
 
     def received(self, cls_only: bool) -> Tensor:
         """(B, N): attention each token receives, from the cls query only or averaged over all queries."""
@@ -266,11 +277,11 @@ class _AttentionParts:
 
 
 def _attention(
-    attn: Attention, x: Tensor, size: Tensor | None, reducing: bool
+    attn: Attention, x: Tensor, size: Tensor | None, reducing: bool, block_input: Tensor | None = None
 ) -> tuple[Tensor, _AttentionParts | None]:
     """timm Attention through SDPA, with log(size) added to every key's logit when size is given.
 
-    x: (B, N, C); size: (B, N, 1) or None. Returns the attention output (B, N, C) and, when the block reduces,
+    x: (B, N, C) normed tokens; size: (B, N, 1) or None; block_input: the block's tokens before the norm. Returns the attention output (B, N, C) and, when the block reduces,
     the parts a reducer may use (q, k from the same qkv projection; the metric is derived from k, no second matmul).
     """
     b, n, _ = x.shape
@@ -290,7 +301,8 @@ def _attention(
         out = out * gate_values
     out = attn.proj_drop(attn.proj(out))
     scale = getattr(attn, "scale", attn.head_dim**-0.5)
-    return out, (_AttentionParts(q, k, bias, scale) if reducing else None)
+    parts = _AttentionParts(q, k, v, x if block_input is None else block_input, bias, scale) if reducing else None
+    return out, parts
 
 
 def _forward_head(model: Any, x: Tensor, size: Tensor | None) -> Tensor:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 
 from tomebench.errors import UsageError
 
-SCHEDULES = ("constant", "decreasing")
+SCHEDULES = ("constant", "decreasing", "increasing")
+INFLECTION = "inflection"  # written "inflection:T", T in [-1, 1]: -1 increasing, 0 constant, 1 decreasing
 
 
 def layer_schedule(r: int | Sequence[int], depth: int, schedule: str = "constant") -> tuple[int, ...]:
@@ -15,7 +19,10 @@ def layer_schedule(r: int | Sequence[int], depth: int, schedule: str = "constant
 
     `r` is tokens per layer (an int) or an explicit per-layer list (shorter lists are padded with 0).
     "constant" removes r in every block; "decreasing" goes linearly from 2r in the first block to 0 in the
-    last, rounded so that the total stays r * depth (the paper's decreasing schedule at the same budget).
+    last, "increasing" from 0 to 2r, and "inflection:T" interpolates linearly between them (T = 1 is decreasing,
+    0 constant, -1 increasing). All keep the total at r * depth (the same budget as constant), exactly: each
+    block's ideal share is floored and the remainder goes to the largest fractional parts, so the schedule stays
+    monotonic.
     """
     if not isinstance(r, int):
         values = tuple(int(v) for v in r)
@@ -26,21 +33,35 @@ def layer_schedule(r: int | Sequence[int], depth: int, schedule: str = "constant
         return values + (0,) * (depth - len(values))
     if r < 0:
         raise UsageError(f"r must be >= 0, got {r}.")
-    if schedule not in SCHEDULES:
-        raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)} or a list like 8,8,4.")
-    if schedule == "constant" or depth == 1:
+    slope = inflection(schedule)
+    if slope == 0 or depth == 1:
         return (r,) * depth
-    # decreasing: block i ideally removes 2r (d-1-i) / (d-1). Exact integer arithmetic: floor each, then hand the
-    # remainder to the largest fractional parts (earlier blocks first on ties), which keeps the schedule
-    # non-increasing, 2r first, 0 last, and the total exactly r * depth.
+    # Block i ideally removes r (1 + T (d - 1 - 2i) / (d - 1)): 2r .. 0 for T = 1, in exact fractions.
     span = depth - 1
-    numerators = [2 * r * (span - i) for i in range(depth)]
-    values = [n // span for n in numerators]
+    ideal = [r * (1 + slope * Fraction(span - 2 * i, span)) for i in range(depth)]
+    values = [math.floor(v) for v in ideal]
     remainder = r * depth - sum(values)
-    by_fraction = sorted(range(depth), key=lambda i: (-(numerators[i] % span), i))
+    # Ties go to the blocks that should remove more: the earlier ones when decreasing, the later when increasing.
+    by_fraction = sorted(range(depth), key=lambda i: (-(ideal[i] - values[i]), i if slope > 0 else -i))
     for i in by_fraction[:remainder]:
         values[i] += 1
     return tuple(values)
+
+
+def inflection(schedule: str) -> Fraction:
+    """The slope T of a named schedule: constant 0, decreasing 1, increasing -1, "inflection:T" T."""
+    named = {"constant": Fraction(0), "decreasing": Fraction(1), "increasing": Fraction(-1)}
+    if schedule in named:
+        return named[schedule]
+    head, _, value = schedule.partition(":")
+    try:
+        slope = Fraction(value.strip()) if head.strip() == INFLECTION else None
+    except ValueError:
+        slope = None
+    if slope is None or not -1 <= slope <= 1:
+        raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}, inflection:T with T "
+                         "in [-1, 1], or a list like 8,8,4.")
+    return slope
 
 
 def effective_schedule(
@@ -67,7 +88,15 @@ def parse_schedule(text: str) -> str | tuple[int, ...]:
         return text
     if re.fullmatch(r"\d+(\s*,\s*\d+)*", text):
         return tuple(int(v) for v in text.split(","))
-    raise UsageError(f"bad schedule {text!r}: use one of {', '.join(SCHEDULES)} or a per-layer list like 16,12,8.")
+    if text.startswith(INFLECTION):
+        try:
+            slope = inflection(text)
+        except UsageError:
+            raise UsageError(f"bad schedule {text!r}: write inflection:T with T between -1 (increasing) and 1 "
+                             "(decreasing), e.g. inflection:0.5") from None
+        return f"{INFLECTION}:{float(slope):g}"
+    raise UsageError(f"bad schedule {text!r}: use one of {', '.join(SCHEDULES)}, inflection:T (T in [-1, 1]) or a "
+                     "per-layer list like 16,12,8.")
 
 
 def schedule_label(schedule: str | Sequence[int]) -> str:
@@ -100,3 +129,34 @@ def full_r(num_tokens: int, num_prefix_tokens: int, depth: int) -> int:
     (196 patches, 12 blocks) -> 16, the paper's r for ViT-B/16 and DeiT; (196, 24) -> 8 for ViT-L/16.
     """
     return max(num_tokens - num_prefix_tokens, 0) // max(depth, 1)
+
+
+def sample_schedules(
+    n: int, depth: int, num_tokens: int, num_prefix_tokens: int, totals: tuple[int, int], seed: int = 0,
+    exclude: Sequence[Sequence[int]] = (),
+) -> list[tuple[int, ...]]:
+    """n distinct random per-block schedules (the paper's schedule search, its Figure 2).
+
+    Each draws a total number of removed tokens uniformly from `totals` (inclusive), splits it over the blocks
+    with random weights (a flat Dirichlet: exponential draws, normalised) rounded to integers that keep the total,
+    and is then clamped block by block to what the tokens allow, (N - prefix) // 2, so every schedule is one the
+    model really runs. Schedules equal to one in `exclude` are skipped. The same seed gives the same schedules.
+    """
+    lo, hi = totals
+    rng = random.Random(seed)
+    seen = {tuple(s) for s in exclude}
+    schedules: list[tuple[int, ...]] = []
+    for _ in range(100 * n):
+        if len(schedules) == n:
+            break
+        total = rng.randint(lo, hi)
+        weights = [rng.expovariate(1.0) for _ in range(depth)]
+        ideal = [total * w / sum(weights) for w in weights]
+        values = [math.floor(v) for v in ideal]
+        for i in sorted(range(depth), key=lambda i: values[i] - ideal[i])[: total - sum(values)]:
+            values[i] += 1  # the remainder to the largest fractional parts: the total stays exact
+        schedule, _ = effective_schedule(values, num_tokens, num_prefix_tokens)
+        if schedule not in seen:
+            seen.add(schedule)
+            schedules.append(schedule)
+    return schedules

@@ -8,9 +8,10 @@ interleaved against the unpatched model; then one accuracy pass over the data fo
 from __future__ import annotations
 
 import inspect
+import typing
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,7 +68,9 @@ class SweepSpec:
     reducer_options: dict[str, dict] = field(default_factory=dict)  # reducer name -> its keyword options
     model_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments, e.g. global_pool="avg"
     group_size: int = 8  # configurations timed together and saved together; 0: all in one group
-    configs: tuple[Config, ...] | None = None  # an explicit plan (ablate, schedules) instead of reducers x r
+    # An explicit plan instead of reducers x r: configurations, or a function of the loaded model giving them
+    # (ablate and schedules need the model's depth and defaults to plan).
+    configs: tuple[Config, ...] | Callable[[LoadedModel], Sequence[Config]] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,10 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
     model = loaded.model
     depth = len(model.blocks)
     if spec.configs is not None:
-        planned = list(spec.configs)
+        planned = list(spec.configs(loaded) if callable(spec.configs) else spec.configs)
+        for cfg in planned:
+            REDUCERS.canonical(cfg.reducer)
+            check_reducer_options({cfg.reducer: dict(cfg.options)})
     else:
         r_values = spec.r
         if r_values is None:
@@ -201,13 +207,30 @@ def _option_value(text: str) -> int | float | bool | str:
 
 
 def check_reducer_options(options: dict[str, dict]) -> None:
-    """Every option must be a keyword the reducer function takes (after the tokens and r)."""
+    """Every option must be a keyword the reducer function takes (after the tokens and r), with a value its
+    annotation allows (one of a Literal's choices, or an int/float/bool/str)."""
     for name, values in options.items():
-        accepted = list(inspect.signature(REDUCERS.get(name)).parameters)[2:]
-        for key in values:
+        fn = REDUCERS.get(name)
+        accepted = list(inspect.signature(fn).parameters)[2:]
+        hints = typing.get_type_hints(fn)
+        for key, value in values.items():
             if key not in accepted:
                 known = ", ".join(accepted) or "none"
                 raise UsageError(f"reducer {name} has no option {key!r} (its options: {known})")
+            hint = hints.get(key)
+            if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+                choices = ", ".join(map(str, typing.get_args(hint)))
+                raise UsageError(f"{name}.{key}={value}: choose one of {choices}")
+            if hint in (int, float, bool, str) and not _fits(value, hint):
+                raise UsageError(f"{name}.{key}={value!r}: expected a value of type {hint.__name__}")
+
+
+def _fits(value: object, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def resolve_images(spec: SweepSpec, loaded: LoadedModel) -> datasets.ImageList | None:

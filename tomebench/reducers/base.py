@@ -36,7 +36,9 @@ class LayerTokens:
         block's own attention stays a fused SDPA call.
     mean_attention: computes (B, N), the attention each token receives, averaged over heads and queries. Needs
         the full (N x N) attention, so it is eager; for models without a cls token.
-    Both are computed only when a reducer calls them.
+    features: features(kind, heads) computes (B, N, C') other similarity features: kind "k", "q", "v" (per head,
+        heads "mean" averaged -> C' = D or "concat" -> C' = H * D) or "x" (the block's input tokens, C' = C).
+    These are computed only when a reducer calls them.
     """
 
     metric: Tensor
@@ -45,6 +47,7 @@ class LayerTokens:
     layer: int = 0
     cls_attention: Callable[[], Tensor] | None = None
     mean_attention: Callable[[], Tensor] | None = None
+    features: Callable[[str, str], Tensor] | None = None
 
 
 Reducer = Callable[..., Merge]
@@ -65,7 +68,8 @@ def max_r(num_tokens: int, num_prefix_tokens: int) -> int:
 def merge_tokens(
     merge: Merge, x: Tensor, size: Tensor | None, source: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Apply a plan to features (size-weighted average), sizes (sum) and sources (union).
+    """Apply a plan to features (size-weighted average, unless the plan's `combine` says otherwise), sizes (sum)
+    and sources (union).
 
     x: (B, N, C); size: (B, N, 1) or None for all ones; source: (B, N, N0) 0/1 map to input tokens, or None.
     Returns x (B, N - r, C), size (B, N - r, 1), source (B, N - r, N0) or None. For a pruning plan (a gather)
@@ -73,9 +77,14 @@ def merge_tokens(
     """
     if size is None:
         size = torch.ones_like(x[..., :1])
-    x = merge(x * size, "sum")
-    size = merge(size, "sum")
-    x = x / size
+    combine = getattr(merge, "combine", "weighted")  # tome's ablation options; every other plan is weighted
+    if combine == "weighted":
+        x = merge(x * size, "sum")
+        size = merge(size, "sum")
+        x = x / size
+    else:  # plain average, max pool or keep one; sizes still add up, for proportional attention
+        x = merge(x, {"mean": "mean", "max": "amax", "keep": "keep"}[combine])
+        size = merge(size, "sum")
     if source is not None:
         source = merge(source, "amax")
     return x, size, source

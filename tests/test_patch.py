@@ -320,7 +320,7 @@ def test_layer_schedule():
         assert s[0] == 2 * r and s[-1] == 0
     assert layer_schedule(16, 12, "decreasing") == (32, 29, 26, 23, 20, 17, 15, 12, 9, 6, 3, 0)
     for bad in (lambda: layer_schedule(-1, 4), lambda: layer_schedule([1, -1], 4),
-                lambda: layer_schedule([1] * 5, 4), lambda: layer_schedule(4, 4, "increasing")):
+                lambda: layer_schedule([1] * 5, 4), lambda: layer_schedule(4, 4, "sideways")):
         with pytest.raises(UsageError):
             bad()
 

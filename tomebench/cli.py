@@ -98,14 +98,14 @@ class _RichProgress:
         self.bar.advance(self.task, amount)
 
 
-def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=plots.main_figure) -> None:
+def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=plots.main_figure, executor=None) -> None:
     check_writable(out)
     journal = Journal(out, resume)
     columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with _signals_as_interrupts() as received:
         try:
             with Progress(*columns, console=console, transient=False) as bar:
-                measured = run_sweep(spec, _RichProgress(bar), journal)
+                measured = run_sweep(spec, _RichProgress(bar), journal, executor)
         except KeyboardInterrupt:
             raise _interrupted(journal, out, received[-1] if received else signal.SIGINT) from None
     if not measured and not journal.resumed:
@@ -255,6 +255,13 @@ SPEC_FIELDS = ("model", "schedule", "prop_attn", "batch_size", "device", "dtype"
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Keep the rows already in --out and measure only the missing configurations.")
 ]
+ExecutorOpt = Annotated[
+    str, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install 'tomebench[ray]').")
+]
+RayAddressOpt = Annotated[
+    Optional[str], typer.Option(help="Ray cluster to join (ray://host:10001 or host:6379). Default: RAY_ADDRESS, "
+                                "else a local Ray started for the run.")
+]
 GroupOpt = Annotated[
     int,
     typer.Option(help="Configurations timed together (interleaved with the unpatched model) and evaluated in one "
@@ -292,7 +299,7 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
                 raise UsageError(f"--baseline: {exc}") from None
         out = params["out"] or _default_out(command, spec.model)
         figure = {"ablate": _ablation_figure, "schedules": search.figure}.get(command, plots.main_figure)
-        _run(spec, out, params["resume"], figure)
+        _run(spec, out, params["resume"], figure, _executor(params))
         if command == "ablate":
             _ablation_report(out)
         if baseline is not None:
@@ -300,6 +307,21 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
             _check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
     except TomebenchError as exc:
         raise _fail(exc) from None
+
+
+def _executor(params: dict):
+    """None (measure here) or a RayExecutor for --executor ray."""
+    kind = params.get("executor") or "local"
+    if kind == "local":
+        if params.get("ray_address"):
+            raise UsageError("--ray-address needs --executor ray")
+        return None
+    if kind != "ray":
+        raise UsageError(f"unknown --executor {kind!r}: use local or ray")
+    from tomebench.distributed import RayExecutor, import_ray
+
+    import_ray()  # says how to install it, before anything is measured
+    return RayExecutor(address=params.get("ray_address"))
 
 
 def _with_config(ctx: typer.Context, params: dict) -> dict:
@@ -416,6 +438,8 @@ def sweep(
     speedup_tol: SpeedupTolOpt = Tolerances.speedup,
     resume: ResumeOpt = False,
     group_size: GroupOpt = 8,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Sweep r for one reducer: throughput (interleaved with the unpatched model), GFLOPs, accuracy."""
@@ -452,6 +476,8 @@ def compare(
     speedup_tol: SpeedupTolOpt = Tolerances.speedup,
     resume: ResumeOpt = False,
     group_size: GroupOpt = 8,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compare reducers at the same r: one run, interleaved timing, one data pass, one CSV and Pareto plot."""

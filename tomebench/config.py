@@ -42,6 +42,8 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "repeats": (int,),
     "workers": (int,),
     "group_size": (int,),
+    "executor": (str,),
+    "ray_address": (str,),
     "samples": (int,),
     "target_speedup": NUMBER,
     "seed": (int,),

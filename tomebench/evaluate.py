@@ -19,12 +19,29 @@ from tomebench.errors import one_line
 
 @dataclass(frozen=True)
 class Accuracy:
-    """top1/top5 in percent over n_images readable images; error set if the configuration failed mid-pass."""
+    """top1/top5 in percent over n_images readable images; error set if the configuration failed mid-pass.
+
+    correct1/correct5 are the exact counts behind the percentages and skipped the unreadable images, so the
+    results of disjoint shards of a dataset add up exactly (`combine`)."""
 
     top1: float | None
     top5: float | None
     n_images: int
     error: str | None = None
+    correct1: int = 0
+    correct5: int = 0
+    skipped: int = 0
+
+
+def combine(parts: Sequence[Accuracy]) -> Accuracy:
+    """The accuracy over the union of disjoint shards, from their exact counts; the first error wins."""
+    seen = sum(p.n_images for p in parts)
+    c1, c5 = sum(p.correct1 for p in parts), sum(p.correct5 for p in parts)
+    skipped = sum(p.skipped for p in parts)
+    error = next((p.error for p in parts if p.error), None)
+    if error is not None or seen == 0:
+        return Accuracy(None, None, seen, error, c1, c5, skipped)
+    return Accuracy(100.0 * c1 / seen, 100.0 * c5 / seen, seen, None, c1, c5, skipped)
 
 
 @dataclass(frozen=True)
@@ -89,9 +106,7 @@ def evaluate_in_one_pass(
                 correct1[i] += count_correct(logits, y, 1)
                 correct5[i] += count_correct(logits, y, 5)
     results = tuple(
-        Accuracy(None, None, seen, err)
-        if err is not None or seen == 0
-        else Accuracy(100.0 * c1 / seen, 100.0 * c5 / seen, seen)
+        combine([Accuracy(None, None, seen, err, c1, c5, skipped)])
         for c1, c5, err in zip(correct1, correct5, errors)
     )
     return Evaluation(results, skipped)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch import Tensor
 
 from tomebench import data as datasets
 from tomebench.cost import count_gflops, final_tokens
@@ -290,69 +291,232 @@ class _Collect:
         pass
 
 
-def run_sweep(spec: SweepSpec, progress: Progress | None = None, sink: Sink | None = None) -> list[Row]:
+def run_sweep(
+    spec: SweepSpec, progress: Progress | None = None, sink: Sink | None = None, executor: Executor | None = None
+) -> list[Row]:
     """Measure every configuration of spec; one Row each, failures included as rows with `error` set.
 
     Configurations run in groups of spec.group_size: each group is timed interleaved with the unpatched model
     (so its speedups are same-run ratios) and evaluated in one data pass, then handed to `sink` at once, so an
-    interrupted sweep keeps every finished group. Configurations the sink already has are skipped. Returns the
-    rows measured by this call, in plan order.
+    interrupted sweep keeps every finished group. Configurations the sink already has are skipped. `executor`
+    runs the groups (default: here, one after another; `tomebench.distributed.RayExecutor` spreads them over a
+    Ray cluster). Returns the rows measured by this call, in plan order.
     """
     progress = progress or _Silent()
     sink = sink or _Collect()
-    device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device)
-    parse_schedule(spec.schedule)
-    for name in spec.reducers:
-        REDUCERS.canonical(name)
-    check_reducer_options(spec.reducer_options)
-    for flag, value, least in (("--batch-size", spec.batch_size, 1), ("--repeats", spec.repeats, 1),
-                               ("--workers", spec.workers, 0), ("--limit", spec.limit, 1),
-                               ("--group-size", spec.group_size, 0)):
-        if value is not None and value < least:
-            raise UsageError(f"{flag} must be >= {least}, got {value}")
-    with torch.random.fork_rng(devices=[]):
-        # Randomly initialised models (--no-pretrained) come out the same on every run; the caller's RNG is untouched.
-        torch.manual_seed(0)
-        loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint, **spec.model_kwargs)
-    check_supported(loaded.model)
-    images = resolve_images(spec, loaded)
-    configs = plan_configs(spec, loaded)
-    model = loaded.model.to(device)
-    batch_size = spec.batch_size or (256 if device.type == "cuda" else 32)
-    base = Row(
-        model=loaded.name,
-        reducer="none",
-        r=0,
-        schedule="constant",
-        prop_attn=False,
-        infer_img_size=loaded.img_size,
-        infer_batch_size=batch_size,
-        dtype=dtype,
-        device=str(device),
-        param_count=round(loaded.param_count, 3),
-    )
-    # What identifies each row is known before anything runs, so a failed configuration keeps its identity.
-    planned = [_identity(base, cfg, model) for cfg in configs]
-    settings = _settings(spec, base, images)
-    done = sink.begin(settings, planned)
-    todo = [i for i in range(len(configs)) if i not in done]
+    executor = executor or LocalExecutor()
+    spec = executor.resolve(spec)
+    setup = Setup.build(spec, measures_here=isinstance(executor, LocalExecutor))
+    done = sink.begin(_settings(spec, setup.base, setup.images), setup.planned)
+    todo = [i for i in range(len(setup.configs)) if i not in done]
     if not todo:
         return []
+    env = capture_environment("")
 
-    bench = _Bench(model, device, autocast_for(device, dtype), batch_size, loaded, spec, images, progress)
-    rows: list[Row] = []
+    def finished(rows: list[Row], raw: dict[str, Timing]) -> list[Row]:
+        # The device name comes from the process that measured the row (on a cluster, not this one).
+        rows = [row.with_environment(replace(env, device_name=row.device_name)) for row in rows]
+        sink.add(rows, raw)
+        return rows
+
+    return executor.run(setup, _groups(todo, spec.group_size), finished, progress)
+
+
+class Executor(Protocol):
+    def resolve(self, spec: SweepSpec) -> SweepSpec:
+        """The spec with anything the executor decides filled in (a cluster picks the device)."""
+        ...
+
+    def run(self, setup: Setup, groups: list[list[int]], finished: Callable[[list[Row], dict[str, Timing]], list[Row]],
+            progress: Progress) -> list[Row]:
+        """Measure each group (indices into setup.configs), calling `finished(rows, raw_times)` as each completes;
+        return what `finished` returned, concatenated."""
+        ...
+
+
+class LocalExecutor:
+    """Every group here, one after another, on the spec's device."""
+
+    def resolve(self, spec: SweepSpec) -> SweepSpec:
+        return spec
+
+    def run(self, setup: Setup, groups, finished, progress) -> list[Row]:
+        rows: list[Row] = []
+        checks: dict[int, Check] = {}  # the baseline's is reused by every group
+        try:
+            for n, group in enumerate(groups, 1):
+                tag = f" {n}/{len(groups)}" if len(groups) > 1 else ""
+                throughput = measure_throughput(setup, group, progress, tag, checks)
+                sizes = {i: throughput.checks[i].batch_size for i in throughput.evaluable}
+                accuracy = count_accuracy(setup, sizes, None, progress, tag)
+                rows += finished(*group_rows(setup, group, throughput, accuracy))
+        finally:
+            unpatch(setup.model)
+        return rows
+
+
+@dataclass
+class Setup:
+    """What any process measuring a spec builds from it: the model on its device, the synthetic batch, the
+    images, the plan and each configuration's identity. Building it checks every input (bad input fails here,
+    before anything is measured)."""
+
+    spec: SweepSpec
+    device: torch.device
+    dtype: str
+    loaded: LoadedModel
+    images: datasets.ImageList | None
+    configs: list[Config]
+    planned: list[Row]  # each configuration's identity: a Row without measurements
+    base: Row
+    batch: Tensor  # (batch_size, 3, H, W) synthetic images on the device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.loaded.model
+
+    @property
+    def autocast(self) -> Callable[[], AbstractContextManager]:
+        return autocast_for(self.device, self.dtype)
+
+    @classmethod
+    def build(cls, spec: SweepSpec, measures_here: bool = True) -> Setup:
+        """measures_here False: the driver of a cluster run, which plans and records but measures nothing, so
+        its own machine need not have the device (the model stays on the CPU)."""
+        device = resolve_device(spec.device) if measures_here or spec.device == "auto" else torch.device(spec.device)
+        dtype = resolve_dtype(spec.dtype, device)
+        parse_schedule(spec.schedule)
+        for name in spec.reducers:
+            REDUCERS.canonical(name)
+        check_reducer_options(spec.reducer_options)
+        for flag, value, least in (("--batch-size", spec.batch_size, 1), ("--repeats", spec.repeats, 1),
+                                   ("--workers", spec.workers, 0), ("--limit", spec.limit, 1),
+                                   ("--group-size", spec.group_size, 0)):
+            if value is not None and value < least:
+                raise UsageError(f"{flag} must be >= {least}, got {value}")
+        with torch.random.fork_rng(devices=[]):
+            # Randomly initialised models (--no-pretrained) come out the same on every run and in every process;
+            # the caller's RNG is untouched.
+            torch.manual_seed(0)
+            loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint, **spec.model_kwargs)
+        check_supported(loaded.model)
+        images = resolve_images(spec, loaded)
+        configs = plan_configs(spec, loaded)
+        batch_size = spec.batch_size or (256 if device.type == "cuda" else 32)
+        if measures_here:
+            loaded.model.to(device)
+        base = Row(
+            model=loaded.name,
+            reducer="none",
+            r=0,
+            schedule="constant",
+            prop_attn=False,
+            infer_img_size=loaded.img_size,
+            infer_batch_size=batch_size,
+            dtype=dtype,
+            device=str(device),
+            param_count=round(loaded.param_count, 3),
+        )
+        planned = [_identity(base, cfg, loaded.model) for cfg in configs]
+        gen = torch.Generator().manual_seed(0)
+        batch = torch.randn((batch_size, *loaded.data_config["input_size"]), generator=gen)
+        if measures_here:
+            batch = batch.to(device)
+        return cls(spec, device, dtype, loaded, images, configs, planned, base, batch)
+
+    def prepare(self, i: int) -> Callable[[], None]:
+        """A function that switches the model to configuration i."""
+        model, cfg = self.model, self.configs[i]
+        if cfg.reducer == "none":
+            return lambda: unpatch(model)
+        label = "constant" if isinstance(cfg.schedule, tuple) else cfg.schedule
+        return lambda: patch(model, cfg.reducer, _requested_r(cfg), label, cfg.prop_attn, **dict(cfg.options))
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """What timing one group showed: each configuration's check, the timings (baseline included, index 0) and
+    which configurations of the group got through to be evaluated."""
+
+    checks: dict[int, Check]
+    timings: dict[int, Timing]
+    evaluable: tuple[int, ...]
+    labels: dict[int, str]
+    device_name: str = ""
+
+
+def measure_throughput(setup: Setup, group: list[int], progress: Progress | None = None, tag: str = "",
+                       checks: dict[int, Check] | None = None) -> Throughput:
+    """Check each configuration of the group (cost, tokens, one full batch with out-of-memory backoff), then time
+    the working ones interleaved with the unpatched model."""
+    progress = progress or _Silent()
+    checks = {} if checks is None else checks
+    timed = [0] + [i for i in group if i != 0]
+    progress.phase(f"checking{tag}", len(timed))
+    for i in timed:
+        if i not in checks:
+            checks[i] = _check(setup.model, setup.prepare(i), setup.batch, setup.autocast, setup.device)
+        progress.advance()
+    timed = [i for i in timed if checks[i].error is None]
+    plan = TimingPlan.for_device(setup.device, setup.spec.repeats)
+    progress.phase(f"timing{tag}", plan.repeats * len(timed))
+    candidates = [
+        Candidate(_label(setup.configs[i]), setup.prepare(i),
+                  _stepper(setup.model, setup.batch[: checks[i].batch_size], setup.autocast), checks[i].batch_size)
+        for i in timed
+    ]
+    with torch.inference_mode():
+        timings = dict(zip(timed, time_interleaved(candidates, setup.device, plan, lambda _: progress.advance())))
+    unpatch(setup.model)
+    evaluable = tuple(i for i in group if i in timings and timings[i].error is None)
+    return Throughput({i: checks[i] for i in timed + group if i in checks}, timings, evaluable,
+                      {i: _label(setup.configs[i]) for i in timed}, _device_name(setup.device))
+
+
+def count_accuracy(setup: Setup, sizes: dict[int, int], shard: tuple[int, int] | None = None,
+                   progress: Progress | None = None, tag: str = "") -> dict[int, Accuracy]:
+    """One data pass over the images (or the shard [start, stop) of them) for configurations {index: batch size
+    that fits}. Counts are exact, so shards add up to the whole. Empty when there are no images."""
+    images = setup.images
+    if images is None or not sizes:
+        return {}
+    if shard is not None:
+        images = datasets.ImageList(images.files[shard[0]:shard[1]], images.labels[shard[0]:shard[1]],
+                                    images.classes, images.name)
+    progress = progress or _Silent()
+    progress.phase(f"accuracy{tag}", len(images.files))
+    loaded, device = setup.loaded, setup.device
+    batch_size = setup.base.infer_batch_size
+    loader = datasets.make_loader(images, loaded.data_config, batch_size, _workers(setup.spec.workers),
+                                  pin_memory=device.type == "cuda")
+    normalize = datasets.DeviceNormalize(loaded.data_config, device)
+    indices = list(sizes)
     try:
-        env = capture_environment(_device_name(device))
-        groups = _groups(todo, spec.group_size)
-        for n, group in enumerate(groups, 1):
-            group_rows, raw = bench.measure(configs, planned, group, f" {n}/{len(groups)}" if len(groups) > 1 else "")
-            group_rows = [row.with_environment(env) for row in group_rows]
-            sink.add(group_rows, raw)
-            rows += group_rows
+        evaluation = evaluate_in_one_pass(setup.model, [setup.prepare(i) for i in indices], loader, normalize,
+                                          setup.autocast, progress.advance, [sizes[i] for i in indices])
     finally:
-        unpatch(model)
-    return rows
+        unpatch(setup.model)
+    return dict(zip(indices, evaluation.per_config))
+
+
+def group_rows(setup: Setup, group: list[int], throughput: Throughput, accuracy: dict[int, Accuracy],
+               accuracy_error: str | None = None) -> tuple[list[Row], dict[str, Timing]]:
+    """The rows of a finished group, and its raw timings by label."""
+    if setup.images is not None and throughput.evaluable and accuracy and all(
+            a.n_images == 0 and a.error is None for a in accuracy.values()):
+        raise TomebenchError(f"none of the {len(setup.images.files)} images under {setup.images.name} could be read")
+    baseline = throughput.timings.get(0)
+    reference = baseline if baseline is not None and baseline.error is None else None
+    rows = []
+    for i in group:
+        acc = accuracy.get(i)
+        if accuracy_error is not None and i in throughput.evaluable:
+            acc = Accuracy(None, None, 0, accuracy_error)
+        row = _row(setup.planned[i], throughput.checks[i], throughput.timings.get(i), acc, setup.images,
+                   acc.skipped if acc is not None else 0, reference)
+        rows.append(replace(row, device_name=throughput.device_name or None))
+    raw = {throughput.labels[i]: throughput.timings[i] for i in throughput.timings}
+    return rows, raw
 
 
 def _groups(todo: list[int], size: int) -> list[list[int]]:
@@ -392,81 +556,12 @@ def _settings(spec: SweepSpec, base: Row, images: datasets.ImageList | None) -> 
     }
 
 
-class _Bench:
-    """The model on its device, the synthetic batch and the data: measures one group of configurations."""
-
-    def __init__(self, model, device, autocast, batch_size, loaded, spec, images, progress):
-        self.model, self.device, self.autocast = model, device, autocast
-        self.batch_size, self.loaded, self.spec, self.images, self.progress = batch_size, loaded, spec, images, progress
-        input_shape = tuple(loaded.data_config["input_size"])
-        gen = torch.Generator().manual_seed(0)
-        self.batch = torch.randn((batch_size, *input_shape), generator=gen).to(device)
-        self.checks: dict[int, _Check] = {}  # the baseline's is reused by every group
-
-    def prepare(self, cfg: Config) -> Callable[[], None]:
-        model = self.model
-        if cfg.reducer == "none":
-            return lambda: unpatch(model)
-        label = "constant" if isinstance(cfg.schedule, tuple) else cfg.schedule
-        return lambda: patch(model, cfg.reducer, _requested_r(cfg), label, cfg.prop_attn, **dict(cfg.options))
-
-    def measure(self, configs: list[Config], planned: list[Row], group: list[int], tag: str = ""):
-        """-> (rows of `group`, raw timings by label). The baseline is timed with every group."""
-        progress = self.progress
-        timed = [0] + [i for i in group if i != 0]
-        progress.phase(f"checking{tag}", len(timed))
-        for i in timed:
-            if i not in self.checks:
-                self.checks[i] = _check(self.model, self.prepare(configs[i]), self.batch, self.autocast, self.device)
-            progress.advance()
-        timed = [i for i in timed if self.checks[i].error is None]
-        plan = TimingPlan.for_device(self.device, self.spec.repeats)
-        progress.phase(f"timing{tag}", plan.repeats * len(timed))
-        candidates = [
-            Candidate(_label(configs[i]), self.prepare(configs[i]),
-                      _stepper(self.model, self.batch[: self.checks[i].batch_size], self.autocast),
-                      self.checks[i].batch_size)
-            for i in timed
-        ]
-        with torch.inference_mode():
-            timings = dict(zip(timed, time_interleaved(candidates, self.device, plan, lambda _: progress.advance())))
-        evaluated = [i for i in group if i in timings and timings[i].error is None]
-        sizes = [self.checks[i].batch_size for i in evaluated]
-        accuracy, skipped = self.accuracy([configs[i] for i in evaluated], sizes, tag)
-        accuracy = dict(zip(evaluated, accuracy))
-        baseline = timings.get(0)
-        reference = baseline if baseline is not None and baseline.error is None else None
-        rows = [
-            _row(planned[i], self.checks[i], timings.get(i), accuracy.get(i), self.images, skipped, reference)
-            for i in group
-        ]
-        return rows, {_label(configs[i]): timings[i] for i in timed}
-
-    def accuracy(self, configs: list[Config], sizes: list[int], tag: str = "") -> tuple[list[Accuracy], int]:
-        """One data pass over the images for these configurations -> (accuracies, unreadable images)."""
-        images = self.images
-        if images is None or not configs:
-            return [], 0
-        self.progress.phase(f"accuracy{tag}", len(images.files))
-        loaded, device = self.loaded, self.device
-        loader = datasets.make_loader(
-            images, loaded.data_config, self.batch_size, _workers(self.spec.workers), pin_memory=device.type == "cuda"
-        )
-        normalize = datasets.DeviceNormalize(loaded.data_config, device)
-        prepares = [self.prepare(cfg) for cfg in configs]
-        evaluation = evaluate_in_one_pass(self.model, prepares, loader, normalize, self.autocast,
-                                          self.progress.advance, sizes)
-        if all(a.n_images == 0 for a in evaluation.per_config):
-            raise TomebenchError(f"none of the {len(images.files)} images under {images.name} could be read")
-        return list(evaluation.per_config), evaluation.skipped
-
-
 def _requested_r(cfg: Config) -> int | tuple[int, ...]:
     return cfg.schedule if isinstance(cfg.schedule, tuple) else cfg.r
 
 
 @dataclass(frozen=True)
-class _Check:
+class Check:
     """What one untimed run of a configuration showed."""
 
     error: str | None = None
@@ -485,7 +580,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text
 
 
-def _check(model, prepare, batch, autocast, device) -> _Check:
+def _check(model, prepare, batch, autocast, device) -> Check:
     """Switch to the configuration, count its cost on one image, and run one full batch.
 
     A batch that runs out of memory is halved until one fits (down to 1 image); the size that fit is the one
@@ -498,7 +593,7 @@ def _check(model, prepare, batch, autocast, device) -> _Check:
         with torch.inference_mode():
             tokens = final_tokens(model, one)
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its row's error
-        return _Check(error=_failure(exc, device), batch_size=len(batch))
+        return Check(error=_failure(exc, device), batch_size=len(batch))
     size = len(batch)
     while True:
         try:
@@ -507,14 +602,14 @@ def _check(model, prepare, batch, autocast, device) -> _Check:
             break
         except Exception as exc:  # noqa: BLE001
             if size == 1 or not is_out_of_memory(exc):
-                return _Check(error=_failure(exc, device), batch_size=len(batch))
+                return Check(error=_failure(exc, device), batch_size=len(batch))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             size //= 2
     info = patch_info(model)
     clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
     backoff = None if size == len(batch) else f"out of memory at batch {len(batch)}; measured at batch {size}"
-    return _Check(gflops=gflops, tokens_final=tokens, clamp_note=clamp, batch_size=size, backoff_note=backoff)
+    return Check(gflops=gflops, tokens_final=tokens, clamp_note=clamp, batch_size=size, backoff_note=backoff)
 
 
 def _failure(exc: BaseException, device: torch.device) -> str:
@@ -542,7 +637,7 @@ def _stepper(model, batch, autocast) -> Callable[[], object]:
     return step
 
 
-def _row(identity: Row, check: _Check, timing: Timing | None, acc: Accuracy | None, images, skipped,
+def _row(identity: Row, check: Check, timing: Timing | None, acc: Accuracy | None, images, skipped,
          reference: Timing | None) -> Row:
     notes = [check.backoff_note, check.clamp_note]
     values: dict = dict(

@@ -1,0 +1,179 @@
+"""Sweeps on a Ray cluster: each group's throughput on one whole device, accuracy data-parallel over shards.
+
+The driver (the machine running `tomebench ... --executor ray`) plans, records and writes the CSV; it measures
+nothing. For every group of configurations one throughput task checks and times them all, interleaved with the
+unpatched model, on one whole GPU (or one whole CPU node), so its speedups compare like with like. Once a
+group's timings are in, its accuracy is counted by shard tasks, each evaluating every configuration of the group
+on a disjoint slice of the images; their exact counts are summed, so no image is counted twice or dropped. A
+group's rows reach the CSV as soon as its last task finishes. A task whose worker dies is retried by Ray
+(`retries`); if it still fails, its configurations become rows with `error`, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from tomebench.errors import UsageError, one_line
+from tomebench.evaluate import Accuracy, combine
+from tomebench.results import Row
+from tomebench.sweep import (
+    Check,
+    Progress,
+    Setup,
+    SweepSpec,
+    Throughput,
+    count_accuracy,
+    group_rows,
+    measure_throughput,
+    resolve_device,
+)
+
+INSTALL = "--executor ray needs Ray: pip install 'tomebench[ray]'"
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(INSTALL) from None
+    return ray
+
+
+@dataclass
+class RayExecutor:
+    """Runs a sweep's groups as Ray tasks. address None: join the cluster in RAY_ADDRESS, or start a local one.
+
+    shards: accuracy tasks per group (default: as many as the cluster has GPUs, or CPUs on a CPU cluster, but at
+    least one batch each). fault, for tests: called at the start of every task, in the worker.
+    """
+
+    address: str | None = None
+    shards: int | None = None
+    retries: int = 2
+    fault: Callable[[str], None] | None = None
+    init_options: dict = field(default_factory=dict)
+
+    def resolve(self, spec: SweepSpec) -> SweepSpec:
+        ray = import_ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, log_to_driver=False, **self.init_options)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise UsageError(f"cannot reach the Ray cluster at {self.address or 'RAY_ADDRESS/local'}: "
+                                 f"{one_line(exc)}") from None
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if spec.device == "auto":
+            return replace(spec, device="cuda" if gpus else "cpu")
+        if spec.device.startswith("cuda"):
+            if not gpus:
+                raise UsageError(f"--device {spec.device}: the Ray cluster has no GPU; use --device cpu")
+            return replace(spec, device="cuda")  # each task sees only the GPU Ray gave it
+        resolve_device(spec.device)  # a device name that is not cpu fails here, in one line
+        return spec
+
+    def run(self, setup: Setup, groups, finished, progress: Progress) -> list[Row]:
+        ray = import_ray()
+        gpu = setup.device.type == "cuda"
+        # A whole device per timing task: a GPU, or every core of a CPU node, so nothing else runs beside it.
+        timing_resources = {"num_gpus": 1} if gpu else {"num_cpus": _cpus_per_node(ray)}
+        shard_resources = {"num_gpus": 1} if gpu else {"num_cpus": 1}
+        time_task = ray.remote(max_retries=self.retries, **timing_resources)(_time_group)
+        count_task = ray.remote(max_retries=self.retries, **shard_resources)(_count_shard)
+        spec = setup.spec
+        shards = _shards(setup, self.shards or int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
+
+        progress.phase("groups (ray)", len(groups))
+        waiting = {time_task.remote(spec, group, self.fault): ("time", g) for g, group in enumerate(groups)}
+        throughput: dict[int, Throughput] = {}
+        counts: dict[int, list] = {}
+        rows: dict[int, list[Row]] = {}
+        while waiting:
+            [ref], _ = ray.wait(list(waiting), num_returns=1)
+            kind, g = waiting.pop(ref)
+            group = groups[g]
+            if kind == "time":
+                try:
+                    throughput[g] = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    throughput[g] = _failed_group(group, f"ray task failed: {_cause(exc)}")
+                sizes = {i: throughput[g].checks[i].batch_size for i in throughput[g].evaluable}
+                if setup.images is None or not sizes:
+                    counts[g] = []
+                else:
+                    parts = [count_task.remote(spec, sizes, shard, self.fault) for shard in shards]
+                    counts[g] = [None] * len(parts)
+                    waiting.update({part: (f"count {k}", g) for k, part in enumerate(parts)})
+            else:
+                k = int(kind.split()[1])
+                try:
+                    counts[g][k] = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    counts[g][k] = f"shard {k + 1} of {len(shards)}: ray task failed: {_cause(exc)}"
+            if g in throughput and all(part is not None for part in counts[g]):
+                rows[g] = finished(*_rows(setup, group, throughput[g], counts.pop(g)))
+                progress.advance()
+        return [row for g in sorted(rows) for row in rows[g]]  # plan order, whatever order groups finished in
+
+
+def _rows(setup: Setup, group: list[int], throughput: Throughput, parts: list):
+    """Sum the shards' exact counts per configuration; a failed shard fails the accuracy of the whole group."""
+    failed = next((p for p in parts if isinstance(p, str)), None)
+    accuracy: dict[int, Accuracy] = {}
+    if parts and failed is None:
+        accuracy = {i: combine([part[i] for part in parts]) for i in throughput.evaluable}
+    return group_rows(setup, group, throughput, accuracy, failed)
+
+
+def _failed_group(group: list[int], error: str) -> Throughput:
+    checks = {i: Check(error=error) for i in [0, *group]}
+    return Throughput(checks, {}, (), {})
+
+
+def _cause(exc: BaseException) -> str:
+    """The one line that says why a Ray task failed (its own exception when it raised, else Ray's)."""
+    cause = getattr(exc, "cause", None)
+    return one_line(cause if isinstance(cause, BaseException) else exc)
+
+
+def _shards(setup: Setup, wanted: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) slices of the images, at least one batch each."""
+    if setup.images is None:
+        return []
+    n = len(setup.images.files)
+    count = max(1, min(wanted, math.ceil(n / setup.base.infer_batch_size)))
+    bounds = [round(k * n / count) for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _cpus_per_node(ray) -> int:
+    """The CPUs of the smallest alive node: a timing task that asks for them has that node to itself."""
+    cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+    return max(1, int(min(cpus))) if cpus else 1
+
+
+# ---------------------------------------------------------------- what runs in the workers
+
+_SETUPS: dict[str, Setup] = {}  # a worker process reuses its model across the tasks of one sweep
+
+
+def _setup(spec: SweepSpec) -> Setup:
+    key = repr(spec)
+    if key not in _SETUPS:
+        _SETUPS.clear()
+        _SETUPS[key] = Setup.build(spec)
+    return _SETUPS[key]
+
+
+def _time_group(spec: SweepSpec, group: list[int], fault) -> Throughput:
+    if fault is not None:
+        fault("time")
+    return measure_throughput(_setup(spec), group)
+
+
+def _count_shard(spec: SweepSpec, sizes: dict[int, int], shard: tuple[int, int], fault) -> dict[int, Accuracy]:
+    if fault is not None:
+        fault("count")
+    return count_accuracy(_setup(spec), sizes, shard)
+

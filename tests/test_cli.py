@@ -90,7 +90,7 @@ def test_checkpoint_loads_local_weights(tmp_path):
 def test_spec_reaching_the_engine(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(spec, out, resume=False, figure=None):
+    def fake_run(spec, out, *rest):
         seen["spec"], seen["out"] = spec, out
         return []
 

@@ -71,7 +71,7 @@ def test_compare_measures_every_reducer_at_the_same_budget(tmp_path):
 def test_reducer_options_reach_the_engine(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(spec, out, resume=False, figure=None):
+    def fake_run(spec, out, *rest):
         seen["spec"], seen["out"] = spec, out
         return []
 

@@ -50,7 +50,7 @@ def engine(monkeypatch):
     """What reaches the engine: cli._run replaced by a recorder (nothing is measured)."""
     seen = {}
 
-    def fake_run(spec, out, resume=False, figure=None):
+    def fake_run(spec, out, *rest):
         seen["spec"], seen["out"] = spec, out
         return []
 
@@ -313,7 +313,7 @@ def test_demo_config_with_flags_runs_end_to_end(tmp_path, monkeypatch):
     # every reducer over r 0..8 (about a minute) into the wrong file, so stop here instead.
     with monkeypatch.context() as patched:
         seen = {}
-        patched.setattr(cli, "_run", lambda spec, out, resume=False, figure=None: seen.update(spec=spec, out=out) or [])
+        patched.setattr(cli, "_run", lambda spec, out, *rest: seen.update(spec=spec, out=out) or [])
         assert invoke(*args).exit_code == 0
         spec = seen["spec"]
         assert (spec.r, spec.reducers, seen["out"]) == ((0, 2), ("tome", "prune"), tmp_path / "c.csv")

@@ -79,42 +79,73 @@ class RayExecutor:
         # A whole device per timing task: a GPU, or every core of a CPU node, so nothing else runs beside it.
         timing_resources = {"num_gpus": 1} if gpu else {"num_cpus": _cpus_per_node(ray)}
         shard_resources = {"num_gpus": 1} if gpu else {"num_cpus": 1}
+        run = _Run(
+            ray, setup, groups, finished, progress,
+            count_task=ray.remote(max_retries=self.retries, **shard_resources)(_count_shard),
+            shards=_shards(setup, self.shards or int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1))),
+            fault=self.fault,
+        )
         time_task = ray.remote(max_retries=self.retries, **timing_resources)(_time_group)
-        count_task = ray.remote(max_retries=self.retries, **shard_resources)(_count_shard)
-        spec = setup.spec
-        shards = _shards(setup, self.shards or int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
-
         progress.phase("groups (ray)", len(groups))
-        waiting = {time_task.remote(spec, group, self.fault): ("time", g) for g, group in enumerate(groups)}
-        throughput: dict[int, Throughput] = {}
-        counts: dict[int, list] = {}
-        rows: dict[int, list[Row]] = {}
-        while waiting:
-            [ref], _ = ray.wait(list(waiting), num_returns=1)
-            kind, g = waiting.pop(ref)
-            group = groups[g]
+        run.waiting = {time_task.remote(setup.spec, group, self.fault): ("time", g) for g, group in enumerate(groups)}
+        try:
+            run.collect()
+        except BaseException:
+            # Ctrl-C or SIGTERM on the driver: what finished is saved; stop what is still running on the cluster.
+            for ref in run.waiting:
+                ray.cancel(ref, force=True)
+            raise
+        return [row for g in sorted(run.rows) for row in run.rows[g]]  # plan order, whatever order they finished
+
+
+@dataclass
+class _Run:
+    """The driver's state while a sweep's tasks are out: what is waited for, and what each group has so far."""
+
+    ray: object
+    setup: Setup
+    groups: list[list[int]]
+    finished: Callable
+    progress: Progress
+    count_task: object
+    shards: list[tuple[int, int]]
+    fault: Callable[[str], None] | None
+    waiting: dict = field(default_factory=dict)  # task ref -> ("time" | "count K", group)
+    throughput: dict[int, Throughput] = field(default_factory=dict)
+    counts: dict[int, list] = field(default_factory=dict)  # group -> per shard: counts, an error text, or None
+    rows: dict[int, list[Row]] = field(default_factory=dict)
+
+    def collect(self) -> None:
+        """Take results as they come: a timed group sends out its shard tasks; a fully counted group is saved."""
+        ray = self.ray
+        while self.waiting:
+            [ref], _ = ray.wait(list(self.waiting), num_returns=1)
+            kind, g = self.waiting.pop(ref)
             if kind == "time":
                 try:
-                    throughput[g] = ray.get(ref)
+                    self.throughput[g] = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    throughput[g] = _failed_group(group, f"ray task failed: {_cause(exc)}")
-                sizes = {i: throughput[g].checks[i].batch_size for i in throughput[g].evaluable}
-                if setup.images is None or not sizes:
-                    counts[g] = []
-                else:
-                    parts = [count_task.remote(spec, sizes, shard, self.fault) for shard in shards]
-                    counts[g] = [None] * len(parts)
-                    waiting.update({part: (f"count {k}", g) for k, part in enumerate(parts)})
+                    self.throughput[g] = _failed_group(self.groups[g], f"ray task failed: {_cause(exc)}")
+                self._count(g)
             else:
                 k = int(kind.split()[1])
                 try:
-                    counts[g][k] = ray.get(ref)
+                    self.counts[g][k] = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    counts[g][k] = f"shard {k + 1} of {len(shards)}: ray task failed: {_cause(exc)}"
-            if g in throughput and all(part is not None for part in counts[g]):
-                rows[g] = finished(*_rows(setup, group, throughput[g], counts.pop(g)))
-                progress.advance()
-        return [row for g in sorted(rows) for row in rows[g]]  # plan order, whatever order groups finished in
+                    self.counts[g][k] = f"shard {k + 1} of {len(self.shards)}: ray task failed: {_cause(exc)}"
+            if g in self.throughput and all(part is not None for part in self.counts[g]):
+                self.rows[g] = self.finished(*_rows(self.setup, self.groups[g], self.throughput[g], self.counts.pop(g)))
+                self.progress.advance()
+
+    def _count(self, g: int) -> None:
+        """Send out the shard tasks of a timed group (none without images or without a working configuration)."""
+        sizes = {i: self.throughput[g].checks[i].batch_size for i in self.throughput[g].evaluable}
+        if self.setup.images is None or not sizes:
+            self.counts[g] = []
+            return
+        parts = [self.count_task.remote(self.setup.spec, sizes, shard, self.fault) for shard in self.shards]
+        self.counts[g] = [None] * len(parts)
+        self.waiting.update({part: (f"count {k}", g) for k, part in enumerate(parts)})
 
 
 def _rows(setup: Setup, group: list[int], throughput: Throughput, parts: list):

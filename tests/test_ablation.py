@@ -4,6 +4,7 @@ the `ablate` / `schedules` commands that measure them."""
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import tomebench
 from tomebench import ablate, cli
 from tomebench import schedule_search as search
 from tomebench.errors import UsageError
+from tomebench.journal import Journal
 from tomebench.patch import forward_with_state
 from tomebench.reducers import REDUCERS, LayerTokens, merge_tokens
 from tomebench.reducers.tome import bipartite_soft_matching, partition_indices, similarity
@@ -187,8 +189,12 @@ def test_sampled_totals_span_the_range_when_nothing_clamps():
 TINY = SweepSpec(model="test_vit", pretrained=False, batch_size=2, repeats=1, device="cpu", data="synthetic")
 
 
-def test_ablation_plan_varies_one_factor_at_a_time_and_rows_record_it():
-    rows = run_sweep(replace(TINY, configs=ablate.plan(4), group_size=0))
+def test_ablation_plan_varies_one_factor_at_a_time_and_rows_record_it(tmp_path):
+    out = tmp_path / "ab.csv"
+    rows = run_sweep(replace(TINY, configs=ablate.plan(4), group_size=0), sink=Journal(out))
+    # Every configuration's raw times are kept under its own label.
+    [raw] = json.loads(out.with_suffix(".times.json").read_text())["groups"]
+    assert len(raw) == 14 and "tome r=4 (no prop_attn)" in raw and "tome r=4 (features=q)" in raw
     assert [row.reducer for row in rows] == ["none"] + ["tome"] * 13
     assert all(row.error is None for row in rows) and all(row.r == 4 for row in rows[1:])
     assert [row.reducer_options for row in rows[1:]] == [None] + [f"{k}={v}" for k, v in OPTIONS] + [None]
@@ -226,6 +232,20 @@ def test_r_for_speedup_follows_the_gflops():
     r, gflops = search.r_for_speedup(loaded, 1.5)
     assert all(a > b for a, b in zip(gflops, gflops[1:]))
     assert gflops[0] / gflops[r] >= 1.5 and (r == 0 or gflops[0] / gflops[r - 1] < 1.5)
+
+
+def test_ablate_reads_r_from_a_config_file_as_a_number(tmp_path):
+    config = tmp_path / "ab.toml"
+    config.write_text('model = "test_vit"\npretrained = false\nr = 4\nrepeats = 1\nbatch_size = 2\ndevice = "cpu"\n')
+    out = tmp_path / "ab.csv"
+    result = runner.invoke(cli.app, ["ablate", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    tome_rows = rows[rows["reducer"] == "tome"]
+    assert set(tome_rows["r"]) == {4} and set(tome_rows["tokens_final"]) == {101 - 6 * 4}  # constant r=4
+    config.write_text('r = "0..4"\n')
+    result = runner.invoke(cli.app, ["ablate", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 2 and "ablate takes one r" in result.output, result.output
 
 
 def test_ablate_and_schedules_commands_write_their_reports_and_resume(tmp_path):

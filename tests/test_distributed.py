@@ -86,13 +86,18 @@ def test_a_killed_worker_is_retried(tmp_path, local_rows):
 
 
 def test_a_worker_that_dies_without_retries_becomes_error_rows_and_the_sweep_goes_on(tmp_path):
-    marker = tmp_path / "killed"
-    rows = run_sweep(SPEC, executor=RayExecutor(retries=0, fault=die_once(str(marker), "time")))
+    marker, out = tmp_path / "killed", tmp_path / "s.csv"
+    rows = run_sweep(SPEC, sink=Journal(out), executor=RayExecutor(retries=0, fault=die_once(str(marker), "time")))
     assert marker.exists()
     failed = [row for row in rows if row.error]
     assert failed and all(row.error.startswith("ray task failed") for row in failed)
+    assert all(row.infer_batch_size == 32 for row in rows)  # the batch asked for: the CSV stays resumable
     assert any(row.error is None and row.top1 is not None for row in rows)  # the other group was measured
     assert len(rows) == 4
+    # Resuming measures exactly the failed configurations again.
+    again = run_sweep(SPEC, sink=Journal(out, resume=True))
+    assert [(row.reducer, row.r) for row in again] == [(row.reducer, row.r) for row in failed]
+    assert all(row.error is None for row in again)
 
 
 def test_executor_ray_without_ray_says_how_to_install_it(monkeypatch, tmp_path):

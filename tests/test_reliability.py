@@ -113,6 +113,12 @@ def test_resuming_a_complete_csv_measures_nothing(tmp_path, uninterrupted):
     assert "all 6 configurations are already in" in " ".join(result.output.split())
 
 
+def test_resume_takes_the_same_data_however_it_was_named(tmp_path):
+    out = tmp_path / "s.csv"
+    run_sweep(replace(SPEC, r=(0,)), sink=Journal(out))  # --data unset: the demo model's digits
+    assert run_sweep(replace(SPEC, r=(0,), data="demo"), sink=Journal(out, resume=True)) == []
+
+
 def test_resume_measures_error_rows_again_and_keeps_rows_it_does_not_plan(tmp_path):
     out = tmp_path / "e.csv"
     run_sweep(replace(SPEC, r=(0, 4)), sink=Journal(out))

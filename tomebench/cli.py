@@ -34,7 +34,14 @@ from tomebench.results import Row, check_writable, read_csv, write_csv, write_te
 from tomebench.schedule import parse_r_values
 from tomebench.config import load as load_config
 from tomebench.paper import paper_rows
-from tomebench.sweep import SweepSpec, check_reducer_options, parse_key_values, parse_reducer_options, run_sweep
+from tomebench.sweep import (
+    SweepSpec,
+    check_reducer_options,
+    config_label,
+    parse_key_values,
+    parse_reducer_options,
+    run_sweep,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -179,7 +186,7 @@ def _interrupted(journal: Journal, out: Path, signum: int) -> typer.Exit:
     """Say what was kept and what was not, and exit as a process stopped by that signal would (128 + n)."""
     missing = journal.missing()
     kept = len(journal.planned) - len(missing)
-    labels = ", ".join(_config_label(row) for row in missing)
+    labels = ", ".join(config_label(row) for row in missing)
     where = f"are in {out}" if out.exists() else "were saved"
     errors.print(
         f"[bold red]interrupted[/] ({signal.Signals(signum).name}): {kept} of {len(journal.planned)} configurations "
@@ -187,14 +194,6 @@ def _interrupted(journal: Journal, out: Path, signum: int) -> typer.Exit:
         highlight=False, soft_wrap=True,
     )
     return typer.Exit(128 + signum)
-
-
-def _config_label(row: Row) -> str:
-    if row.reducer == "none":
-        return "unpatched"
-    extra = [row.schedule] if row.schedule != "constant" else []
-    extra += [row.reducer_options] if row.reducer_options else []
-    return f"{row.reducer} r={row.r}" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def _fmt(value, spec: str = ".1f") -> str:
@@ -275,7 +274,11 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
         params = _with_config(ctx, params)
         plan: dict = {}
         if command == "ablate":
-            plan = dict(configs=ablate.plan(params["r"]), group_size=0)  # one group: one pass, all interleaved
+            r = params["r"]
+            if r is not None and not (isinstance(r, int) or str(r).strip().isdigit()):
+                raise UsageError(f"ablate takes one r, a whole number >= 0; got {r!r}")
+            r = None if r is None else int(r)  # a config file's r arrives as text
+            plan = dict(configs=ablate.plan(r), group_size=0)  # one group: one pass, all interleaved
         elif command == "schedules":
             if params["samples"] < 0 or params["target_speedup"] < 1:
                 raise UsageError("--samples must be >= 0 and --target-speedup >= 1")

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 
 from tomebench.errors import UsageError, one_line
 from tomebench.evaluate import Accuracy, combine
 from tomebench.results import Row
 from tomebench.sweep import (
+    DEMO_DATA,
+    SYNTHETIC,
     Check,
     Progress,
     Setup,
@@ -87,7 +90,8 @@ class RayExecutor:
         )
         time_task = ray.remote(max_retries=self.retries, **timing_resources)(_time_group)
         progress.phase("groups (ray)", len(groups))
-        run.waiting = {time_task.remote(setup.spec, group, self.fault): ("time", g) for g, group in enumerate(groups)}
+        spec = _absolute(setup.spec)
+        run.waiting = {time_task.remote(spec, group, self.fault): ("time", g) for g, group in enumerate(groups)}
         try:
             run.collect()
         except BaseException:
@@ -125,7 +129,8 @@ class _Run:
                 try:
                     self.throughput[g] = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    self.throughput[g] = _failed_group(self.groups[g], f"ray task failed: {_cause(exc)}")
+                    self.throughput[g] = _failed_group(self.groups[g], f"ray task failed: {_cause(exc)}",
+                                                       self.setup.base.infer_batch_size)
                 self._count(g)
             else:
                 k = int(kind.split()[1])
@@ -143,7 +148,7 @@ class _Run:
         if self.setup.images is None or not sizes:
             self.counts[g] = []
             return
-        parts = [self.count_task.remote(self.setup.spec, sizes, shard, self.fault) for shard in self.shards]
+        parts = [self.count_task.remote(_absolute(self.setup.spec), sizes, shard, self.fault) for shard in self.shards]
         self.counts[g] = [None] * len(parts)
         self.waiting.update({part: (f"count {k}", g) for k, part in enumerate(parts)})
 
@@ -157,8 +162,8 @@ def _rows(setup: Setup, group: list[int], throughput: Throughput, parts: list):
     return group_rows(setup, group, throughput, accuracy, failed)
 
 
-def _failed_group(group: list[int], error: str) -> Throughput:
-    checks = {i: Check(error=error) for i in [0, *group]}
+def _failed_group(group: list[int], error: str, batch_size: int) -> Throughput:
+    checks = {i: Check(error=error, batch_size=batch_size) for i in [0, *group]}
     return Throughput(checks, {}, (), {})
 
 
@@ -179,8 +184,10 @@ def _shards(setup: Setup, wanted: int) -> list[tuple[int, int]]:
 
 
 def _cpus_per_node(ray) -> int:
-    """The CPUs of the smallest alive node: a timing task that asks for them has that node to itself."""
+    """The CPUs of the smallest alive node that has any (a head started with --num-cpus=0 runs no tasks): a
+    timing task that asks for them has that node to itself."""
     cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+    cpus = [c for c in cpus if c > 0]
     return max(1, int(min(cpus))) if cpus else 1
 
 
@@ -200,11 +207,34 @@ def _setup(spec: SweepSpec) -> Setup:
 def _time_group(spec: SweepSpec, group: list[int], fault) -> Throughput:
     if fault is not None:
         fault("time")
+    _use_assigned_cpus()
     return measure_throughput(_setup(spec), group)
 
 
 def _count_shard(spec: SweepSpec, sizes: dict[int, int], shard: tuple[int, int], fault) -> dict[int, Accuracy]:
     if fault is not None:
         fault("count")
+    _use_assigned_cpus()
     return count_accuracy(_setup(spec), sizes, shard)
+
+
+def _use_assigned_cpus() -> None:
+    """As many torch threads as CPUs Ray gave this task: a reused worker keeps the count of its first task."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus:
+        torch.set_num_threads(max(1, int(cpus)))
+
+
+def _absolute(spec: SweepSpec) -> SweepSpec:
+    """Paths as the workers need them: absolute, since a worker's working directory is not the driver's."""
+    def resolved(path):
+        return None if path is None else Path(path).expanduser().resolve()
+
+    data = spec.data
+    if data not in (None, DEMO_DATA, SYNTHETIC):
+        data = str(Path(data).expanduser().resolve())
+    return replace(spec, data=data, labels=resolved(spec.labels), checkpoint=resolved(spec.checkpoint))
 

@@ -26,7 +26,11 @@ ROW_SETTINGS = {"model": "model", "dtype": "dtype", "device": "device", "infer_i
 
 def identity(record: dict[str, str]) -> tuple[str, ...]:
     """The cells that name a configuration, as text ("8.0" and "8" alike, for files saved by a spreadsheet)."""
-    return tuple(re.sub(r"^(-?\d+)\.0+$", r"\1", record.get(name, "") or "") for name in IDENTITY)
+    return tuple(_text(record.get(name, "")) for name in IDENTITY)
+
+
+def _text(cell: str | None) -> str:
+    return re.sub(r"^(-?\d+)\.0+$", r"\1", cell or "")
 
 
 def sidecar(path: Path) -> Path:
@@ -71,10 +75,9 @@ class Journal:
 
     def add(self, rows: list[Row], raw_times: dict[str, Timing]) -> None:
         keys = {identity(row_cells(row)): i for i, row in enumerate(self.planned)}
-        for row in rows:
-            i = keys[identity(row_cells(row))]
+        added = [keys[identity(row_cells(row))] for row in rows]
+        for i, row in zip(added, rows):
             self.records[i] = row_cells(row)
-            self.finished.add(i)
         self.groups.append({
             label: {"step_times_s": list(t.step_times), "iters_per_repeat": t.iters_per_repeat,
                     "batch_size": t.batch_size, "error": t.error}
@@ -83,6 +86,7 @@ class Journal:
         # The times first: a crash between the two writes leaves times without their rows, never the reverse.
         write_text_atomic(sidecar(self.path), json.dumps({"settings": self.settings, "groups": self.groups}, indent=1))
         write_records([self.records[i] for i in sorted(self.records)] + self.others, self.path)
+        self.finished.update(added)  # only once they are on disk: an interrupted write must not count them
 
     def missing(self) -> list[Row]:
         """Planned configurations with no row yet."""
@@ -105,12 +109,13 @@ class Journal:
         for record in records:
             for column, key in ROW_SETTINGS.items():
                 want = "" if settings.get(key) is None else str(settings[key])
+                have = _text(record.get(column, want))
                 # Rows without accuracy (errors, throughput only) leave dataset blank: nothing to compare.
-                if column in record and record[column] != want and not (column == "dataset" and not record[column]):
-                    raise UsageError(f"--resume: {self.path} has a row with {column} {record[column]!r}, this run "
+                if have != want and not (column == "dataset" and not have):
+                    raise UsageError(f"--resume: {self.path} has a row with {column} {have!r}, this run "
                                      f"has {want!r}; {hint}")
             batch = str(settings["batch_size"])
-            used = record.get("infer_batch_size", batch)
+            used = _text(record.get("infer_batch_size", batch))
             if used != batch and f"out of memory at batch {batch};" not in record.get("note", ""):
                 raise UsageError(f"--resume: {self.path} was measured at batch {used}, this run asks for {batch}; "
                                  f"{hint}")

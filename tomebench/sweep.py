@@ -158,6 +158,8 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
                 options = canonical_options(name, spec.reducer_options.get(name, {}))
                 planned += [Config(name, r, schedule, spec.prop_attn, options) for r in r_values]
     for cfg in planned:
+        if not isinstance(cfg.r, int) or isinstance(cfg.r, bool):
+            raise UsageError(f"r must be a whole number, got {cfg.r!r}")
         if isinstance(cfg.schedule, tuple) and len(cfg.schedule) > depth:
             raise UsageError(f"--schedule lists {len(cfg.schedule)} blocks but {loaded.name} has {depth}")
     return [Config("none", 0)] + [cfg for cfg in planned if cfg.reducer != "none"]
@@ -234,11 +236,16 @@ def _fits(value: object, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+def data_source(spec: SweepSpec, loaded: LoadedModel) -> str:
+    """--data as it will be used: the demo digits for the demo model, synthetic for any other, when unset."""
+    if spec.data is not None:
+        return spec.data
+    return DEMO_DATA if loaded.name.startswith(demo_model.ARCHITECTURE) else SYNTHETIC
+
+
 def resolve_images(spec: SweepSpec, loaded: LoadedModel) -> datasets.ImageList | None:
     """The images to evaluate (None: throughput only), checked against the model's classifier."""
-    source = spec.data
-    if source is None:
-        source = DEMO_DATA if loaded.name.startswith(demo_model.ARCHITECTURE) else SYNTHETIC
+    source = data_source(spec, loaded)
     if source == SYNTHETIC:
         return None
     if source == DEMO_DATA:
@@ -307,7 +314,7 @@ def run_sweep(
     executor = executor or LocalExecutor()
     spec = executor.resolve(spec)
     setup = Setup.build(spec, measures_here=isinstance(executor, LocalExecutor))
-    done = sink.begin(_settings(spec, setup.base, setup.images), setup.planned)
+    done = sink.begin(_settings(spec, setup), setup.planned)
     todo = [i for i in range(len(setup.configs)) if i not in done]
     if not todo:
         return []
@@ -461,7 +468,7 @@ def measure_throughput(setup: Setup, group: list[int], progress: Progress | None
     plan = TimingPlan.for_device(setup.device, setup.spec.repeats)
     progress.phase(f"timing{tag}", plan.repeats * len(timed))
     candidates = [
-        Candidate(_label(setup.configs[i]), setup.prepare(i),
+        Candidate(config_label(setup.planned[i]), setup.prepare(i),
                   _stepper(setup.model, setup.batch[: checks[i].batch_size], setup.autocast), checks[i].batch_size)
         for i in timed
     ]
@@ -470,7 +477,7 @@ def measure_throughput(setup: Setup, group: list[int], progress: Progress | None
     unpatch(setup.model)
     evaluable = tuple(i for i in group if i in timings and timings[i].error is None)
     return Throughput({i: checks[i] for i in timed + group if i in checks}, timings, evaluable,
-                      {i: _label(setup.configs[i]) for i in timed}, _device_name(setup.device))
+                      {i: config_label(setup.planned[i]) for i in timed}, _device_name(setup.device))
 
 
 def count_accuracy(setup: Setup, sizes: dict[int, int], shard: tuple[int, int] | None = None,
@@ -537,8 +544,9 @@ def _identity(base: Row, cfg: Config, model) -> Row:
                    reducer_options=options_label(cfg.options))
 
 
-def _settings(spec: SweepSpec, base: Row, images: datasets.ImageList | None) -> dict:
+def _settings(spec: SweepSpec, setup: Setup) -> dict:
     """What makes two sweeps' rows comparable: every input that changes a measured value (not its precision)."""
+    base, images = setup.base, setup.images
     return {
         "model": base.model,
         "checkpoint": None if spec.checkpoint is None else str(spec.checkpoint),
@@ -548,7 +556,7 @@ def _settings(spec: SweepSpec, base: Row, images: datasets.ImageList | None) -> 
         "batch_size": base.infer_batch_size,
         "dtype": base.dtype,
         "device": base.device,
-        "data": spec.data,
+        "data": data_source(spec, setup.loaded),
         "labels": None if spec.labels is None else str(spec.labels),
         "limit": spec.limit,
         "dataset": None if images is None else images.name,
@@ -672,8 +680,15 @@ def _row(identity: Row, check: Check, timing: Timing | None, acc: Accuracy | Non
     return replace(identity, note=note or None, **values)
 
 
-def _label(cfg: Config) -> str:
-    return "unpatched" if cfg.reducer == "none" else f"{cfg.reducer} r={cfg.r}"
+def config_label(row: Row) -> str:
+    """A configuration as people say it, unique within a sweep: "tome r=8", "tome r=8 (decreasing; features=q;
+    no prop_attn)"; "unpatched" for the baseline."""
+    if row.reducer == "none":
+        return "unpatched"
+    extra = [row.schedule] if row.schedule != "constant" else []
+    extra += [row.reducer_options] if row.reducer_options else []
+    extra += [] if row.prop_attn else ["no prop_attn"]
+    return f"{row.reducer} r={row.r}" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def _workers(requested: int | None) -> int:

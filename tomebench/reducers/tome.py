@@ -39,12 +39,14 @@ def partition_indices(n: int, partition: str, generator: torch.Generator | None 
     random: a random split drawn from generator, each set kept in token order.
     """
     na = (n + 1) // 2
+    device = generator.device if generator is not None else None
     if partition == "alternating":
-        order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
+        order = torch.cat([torch.arange(0, n, 2, device=device), torch.arange(1, n, 2, device=device)])
     elif partition == "sequential":
-        order = torch.arange(n)
+        order = torch.arange(n, device=device)
     else:
-        order = torch.randperm(n, generator=generator)
+        # Drawn where the generator lives (the tokens' device), so a GPU run needs no host-to-device copy per block.
+        order = torch.randperm(n, generator=generator, device=device)
         order = torch.cat([order[:na].sort().values, order[na:].sort().values])
     return order[:na], order[na:]
 
@@ -71,13 +73,15 @@ def bipartite_soft_matching(
     if r <= 0:
         return do_nothing
     n = metric.shape[1] - p
-    alternating = partition == "alternating"
-    a_pos, b_pos = (None, None) if alternating else (
-        t.to(metric.device) for t in partition_indices(n, partition, generator))
+    na = (n + 1) // 2
+    a_pos, b_pos = partition_indices(n, partition, generator) if partition == "random" else (None, None)
 
     def split(x: Tensor) -> tuple[Tensor, Tensor]:
-        if alternating:  # strided views: no copy on the default path
+        # Alternating and sequential splits are views (no copy, nothing to move to the device); random gathers.
+        if partition == "alternating":
             return x[:, ::2], x[:, 1::2]
+        if partition == "sequential":
+            return x[:, :na], x[:, na:]
         return x[:, a_pos], x[:, b_pos]
 
     with torch.no_grad():
@@ -125,7 +129,7 @@ def tome(
     metric = tokens.metric if default or tokens.features is None else tokens.features(features, heads)
     generator = None
     if partition == "random":
-        generator = torch.Generator().manual_seed(seed * 1000 + tokens.layer)
+        generator = torch.Generator(device=tokens.metric.device).manual_seed(seed * 1000 + tokens.layer)
     return bipartite_soft_matching(metric, r, tokens.num_prefix_tokens, distance, partition, combine, generator)
 
 

@@ -32,7 +32,7 @@ SETTINGS = settings(max_examples=60, deadline=None)
 runner = CliRunner()
 OPTIONS = [("features", "q"), ("features", "v"), ("features", "x"), ("distance", "dot"), ("distance", "euclidean"),
            ("heads", "concat"), ("combine", "mean"), ("combine", "max"), ("combine", "keep"),
-           ("partition", "sequential"), ("partition", "random")]
+           ("partition", "alternating-patches"), ("partition", "sequential"), ("partition", "random")]
 
 
 # ---------------------------------------------------------------- options on constructed inputs
@@ -137,21 +137,45 @@ def test_bad_option_values_are_refused_with_the_choices():
 
 # ---------------------------------------------------------------- schedules
 
+def authors_schedule(r: int, depth: int, inflect: float) -> tuple[int, ...]:
+    """The authors' (r, inflection) schedule (facebookresearch/ToMe `parse_r`), restated from its formula."""
+    lo = int(r * (1.0 - inflect))
+    hi = 2 * r - lo
+    return tuple(int(lo + (hi - lo) / (depth - 1) * i) for i in range(depth))
+
+
+@pytest.mark.parametrize("depth", [8, 12, 24])
+@pytest.mark.parametrize("r", [1, 7, 8, 13, 16, 23])
+def test_named_and_inflection_schedules_are_the_authors(depth, r):
+    for name, inflect in (("decreasing", -1.0), ("increasing", 1.0), ("inflection:0.5", 0.5),
+                          ("inflection:-0.5", -0.5), ("constant", 0.0), ("inflection:0", 0.0)):
+        assert layer_schedule(r, depth, name) == authors_schedule(r, depth, inflect), name
+    assert layer_schedule(r, depth, "inflection:-1") == layer_schedule(r, depth, "decreasing")
+    decreasing = layer_schedule(r, depth, "decreasing")
+    assert decreasing[0] == 2 * r and decreasing[-1] == 0 and sum(decreasing) <= r * depth
+
+
+def test_authors_schedules_known_values():
+    # Checked against facebookresearch/ToMe's parse_r: ViT-B (12 blocks) r = 13 at inflection -0.5 and +0.5.
+    assert layer_schedule(13, 12, "inflection:-0.5") == (19, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7)
+    assert layer_schedule(13, 12, "inflection:0.5") == (6, 7, 8, 9, 11, 12, 13, 14, 16, 17, 18, 20)
+    assert layer_schedule(8, 8, "increasing") == (0, 2, 4, 6, 9, 11, 13, 16)
+
+
 @pytest.mark.parametrize("depth", [1, 2, 7, 12, 24])
 @pytest.mark.parametrize("r", [0, 1, 5, 16])
-def test_named_and_inflection_schedules_keep_the_budget_and_their_shape(depth, r):
-    decreasing, increasing = layer_schedule(r, depth, "decreasing"), layer_schedule(r, depth, "increasing")
-    for name in ("constant", "decreasing", "increasing", "inflection:0.5", "inflection:-0.25", "inflection:0"):
+def test_exact_inflection_schedules_keep_the_budget_and_their_shape(depth, r):
+    decreasing = layer_schedule(r, depth, "inflection-exact:-1")
+    increasing = layer_schedule(r, depth, "inflection-exact:1")
+    for name in ("inflection-exact:0.5", "inflection-exact:-0.25", "inflection-exact:0", "inflection-exact:-1"):
         assert sum(layer_schedule(r, depth, name)) == r * depth
     if depth > 1:
         assert increasing == tuple(reversed(decreasing))
         assert increasing[0] == 0 and increasing[-1] == 2 * r
-        half = layer_schedule(r, depth, "inflection:0.5")
+        half = layer_schedule(r, depth, "inflection-exact:-0.5")
         assert all(a >= b for a, b in zip(half, half[1:]))  # non-increasing
         assert half[0] <= decreasing[0] and half[-1] >= decreasing[-1]
-    assert layer_schedule(r, depth, "inflection:1") == decreasing
-    assert layer_schedule(r, depth, "inflection:-1") == increasing
-    assert layer_schedule(r, depth, "inflection:0") == (r,) * depth
+    assert layer_schedule(r, depth, "inflection-exact:0") == (r,) * depth
 
 
 @pytest.mark.parametrize("text", ["inflection:2", "inflection:x", "inflection", "sideways"])
@@ -159,6 +183,7 @@ def test_bad_schedules_are_refused(text):
     with pytest.raises(UsageError, match="bad schedule"):
         parse_schedule(text)
     assert parse_schedule("inflection:0.50") == "inflection:0.5" and parse_schedule("increasing") == "increasing"
+    assert parse_schedule("inflection-exact:-0.50") == "inflection-exact:-0.5"
 
 
 @SETTINGS
@@ -194,11 +219,11 @@ def test_ablation_plan_varies_one_factor_at_a_time_and_rows_record_it(tmp_path):
     rows = run_sweep(replace(TINY, configs=ablate.plan(4), group_size=0), sink=Journal(out))
     # Every configuration's raw times are kept under its own label.
     [raw] = json.loads(out.with_suffix(".times.json").read_text())["groups"]
-    assert len(raw) == 14 and "tome r=4 (no prop_attn)" in raw and "tome r=4 (features=q)" in raw
-    assert [row.reducer for row in rows] == ["none"] + ["tome"] * 13
+    assert len(raw) == 15 and "tome r=4 (no prop_attn)" in raw and "tome r=4 (features=q)" in raw
+    assert [row.reducer for row in rows] == ["none"] + ["tome"] * 14
     assert all(row.error is None for row in rows) and all(row.r == 4 for row in rows[1:])
     assert [row.reducer_options for row in rows[1:]] == [None] + [f"{k}={v}" for k, v in OPTIONS] + [None]
-    assert [row.prop_attn for row in rows[1:]] == [True] * 12 + [False]
+    assert [row.prop_attn for row in rows[1:]] == [True] * 13 + [False]
     assert len({row.tokens_final for row in rows[1:]}) == 1  # the same budget everywhere
     assert all(row.speedup > 0 for row in rows)
 

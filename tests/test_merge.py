@@ -134,47 +134,50 @@ def test_registered_reducer_matches_matcher_and_clamps(layer):
 
 
 def test_identical_a_b_pair_is_merged_first():
-    # Non-prefix positions 1.. (P=1): A = 1, 3, 5; B = 2, 4, 6. Make A token 3 equal to B token 6,
-    # every other pair clearly dissimilar (orthogonal directions).
+    # The authors' split runs over the whole sequence (P=1): A = 0 (cls), 2, 4, 6; B = 1, 3, 5. Make A token 2
+    # equal to B token 5, every other pair clearly dissimilar (orthogonal directions).
     p = 1
-    metric = torch.zeros(1, 7, 6)
-    metric[0, 0, 0] = 1.0  # cls, never matched
-    for pos, axis in zip((1, 2, 4, 5), (1, 2, 3, 4)):
-        metric[0, pos, axis] = 1.0
-    metric[0, 3, 5] = 1.0
-    metric[0, 6, 5] = 1.0
+    metric = torch.zeros(1, 7, 7)
+    for pos in (0, 1, 3, 4, 6):
+        metric[0, pos, pos] = 1.0
+    metric[0, 2, 2] = metric[0, 5, 2] = 1.0
     x = torch.arange(7, dtype=torch.float32).reshape(1, 7, 1) * 10  # token i carries value 10 i
     out, size, _ = merge_tokens(bipartite_soft_matching(metric, 1, p), x, None, None)
 
-    # Layout [prefix, unmerged A (by score), B]: token 3 vanished into token 6 -> value (30 + 60) / 2.
-    assert out.shape == (1, 6, 1)
-    assert out[0, 0, 0].item() == 0.0
-    assert sorted(out[0, 1:3, 0].tolist()) == [10.0, 50.0]
-    assert out[0, 3:, 0].tolist() == [20.0, 40.0, 45.0]
+    # Layout [cls, unmerged A in token order, B]: token 2 vanished into token 5 -> value (20 + 50) / 2.
+    assert out[0, :, 0].tolist() == [0.0, 40.0, 60.0, 10.0, 30.0, 35.0]
     assert size[0, :, 0].tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 2.0]
 
 
-def test_alternating_split_never_merges_within_a_or_within_b():
-    # P = 2. A = positions 2, 4, 6 (even offsets), B = 3, 5, 7 (odd). Positions 2 and 4 (both A) are identical
-    # and so are 3 and 5 (both B); the only similar cross pair is (6, 7). A split other than the alternating
-    # one would merge an identical pair instead.
+def test_prefix_tokens_are_protected_by_their_scores_not_left_out_of_the_split():
+    # P = 2 (cls, distillation): A = 0 (cls), 2, 4, 6; B = 1 (dist), 3, 5, 7. A tokens 2 and 4 are identical and
+    # so are B tokens 3 and 5; the cls token looks exactly like B token 3 and A token 6 exactly like the
+    # distillation token, yet neither prefix token may take part: the only allowed close pair is (6, 7).
     p = 2
     metric = torch.zeros(1, 8, 4)
-    metric[0, :2, 0] = 1.0  # prefix tokens look exactly like A token 2: must still be ignored
     metric[0, 2, 0] = metric[0, 4, 0] = 1.0  # A, A
-    metric[0, 3, 1] = metric[0, 5, 1] = 1.0  # B, B
-    metric[0, 6, 2] = 1.0  # A
-    metric[0, 7, 2] = 1.0  # B, identical to A token 6
-    metric[0, 7, 3] = 0.01
+    metric[0, 0, 1] = metric[0, 3, 1] = metric[0, 5, 1] = 1.0  # cls (A), B, B
+    metric[0, 1, 2] = metric[0, 6, 2] = 1.0  # dist (B), A
+    metric[0, 7, 2], metric[0, 7, 3] = 1.0, 0.01  # B, nearly A token 6
     x = torch.arange(8, dtype=torch.float32).reshape(1, 8, 1)
     out, size, source = merge_tokens(bipartite_soft_matching(metric, 1, p), x, None, torch.eye(8)[None])
 
-    assert out[0, :2, 0].tolist() == [0.0, 1.0]  # prefix in front, untouched
-    # B tokens keep their original order at the end; the merged one is B token 7 holding A token 6.
-    assert out[0, -3:, 0].tolist() == [3.0, 5.0, 6.5]
+    # [cls, dist, unmerged A in order, B in order], as the authors' code lays out distilled models.
+    assert out[0, :, 0].tolist() == [0.0, 1.0, 2.0, 4.0, 3.0, 5.0, 6.5]
     assert source[0, -1].nonzero().flatten().tolist() == [6, 7]
-    assert sorted(out[0, 2:4, 0].tolist()) == [2.0, 4.0]
     assert size.sum().item() == 8.0
+
+
+def test_without_prefix_tokens_unmerged_a_stays_in_score_order():
+    # P = 0: A = 0, 2, 4, 6; B = 1, 3, 5, 7. A token 6 is closest to its partner, then 0, then 4, then 2; the
+    # authors' code leaves the unmerged A tokens in that descending-score order when nothing needs to lead.
+    metric = torch.zeros(1, 8, 8)
+    for a, b, w in ((6, 7, 0.0), (0, 1, 0.2), (4, 5, 0.4), (2, 3, 0.8)):
+        metric[0, a, a] = metric[0, b, a] = 1.0
+        metric[0, b, b] = w
+    x = torch.arange(8, dtype=torch.float32).reshape(1, 8, 1)
+    out = bipartite_soft_matching(metric, 1, 0)(x)
+    assert out[0, :3, 0].tolist() == [0.0, 4.0, 2.0]  # A token 6 merged; the rest by score, not position
 
 
 def test_r_is_clamped_to_half_the_non_prefix_tokens():

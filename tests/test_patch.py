@@ -109,7 +109,7 @@ def mlp_token_counts(model: VisionTransformer, x: torch.Tensor) -> list[int]:
         dict(r=3),  # constant
         dict(r=6),  # constant, clamped in the later layers
         dict(r=2, schedule="decreasing"),
-        dict(r=[5, 0, 2, 7]),  # explicit list, padded with zeros
+        dict(r=[5, 0, 2, 7, 0, 0]),  # explicit list, one r per block
         dict(schedule=[1, 2, 3, 4, 5, 6]),  # explicit list through `schedule`, r ignored
     ],
     ids=["constant3", "constant6", "decreasing2", "list_r", "list_schedule"],
@@ -122,7 +122,7 @@ def test_per_layer_token_counts_follow_effective_schedule(kwargs):
     if "schedule" in kwargs and not isinstance(kwargs["schedule"], str):
         requested = tuple(kwargs["schedule"])
     elif isinstance(kwargs["r"], list):
-        requested = tuple(kwargs["r"]) + (0,) * (depth - len(kwargs["r"]))
+        requested = tuple(kwargs["r"])
     else:
         requested = layer_schedule(kwargs["r"], depth, kwargs.get("schedule", "constant"))
     assert info.r == requested
@@ -271,7 +271,7 @@ def test_pooling_weighs_tokens_by_size_like_unmerged_patches(case):
     name, kwargs = MODELS[case]
     model = build(name, **kwargs)
     # Merge in the first block only, so several patch tokens of different sizes reach the pool.
-    tomebench.patch(model, schedule=[6], trace_source=True)
+    tomebench.patch(model, schedule=[6] + [0] * (len(model.blocks) - 1), trace_source=True)
     x = images(model)
     p = model.num_prefix_tokens
     with torch.no_grad():
@@ -312,17 +312,25 @@ def test_patch_without_trace_source_keeps_no_source():
 
 def test_layer_schedule():
     assert layer_schedule(8, 4) == (8, 8, 8, 8)
-    assert layer_schedule([4, 2], 4) == (4, 2, 0, 0)
+    assert layer_schedule([4, 2, 0, 0], 4) == (4, 2, 0, 0)
     for r, depth in ((16, 12), (8, 24), (3, 7), (1, 2), (5, 6)):
         s = layer_schedule(r, depth, "decreasing")
         assert len(s) == depth
-        assert sum(s) == r * depth
+        assert sum(s) <= r * depth  # the authors' truncation can fall short of the constant budget
         assert s[0] == 2 * r and s[-1] == 0
-    assert layer_schedule(16, 12, "decreasing") == (32, 29, 26, 23, 20, 17, 15, 12, 9, 6, 3, 0)
-    for bad in (lambda: layer_schedule(-1, 4), lambda: layer_schedule([1, -1], 4),
+    # ViT-B/16, r = 16: the authors' decreasing schedule (truncated, 187 tokens instead of 192).
+    assert layer_schedule(16, 12, "decreasing") == (32, 29, 26, 23, 20, 17, 14, 11, 8, 5, 2, 0)
+    for bad in (lambda: layer_schedule(-1, 4), lambda: layer_schedule([1, -1, 0, 0], 4),
                 lambda: layer_schedule([1] * 5, 4), lambda: layer_schedule(4, 4, "sideways")):
         with pytest.raises(UsageError):
             bad()
+
+
+def test_a_short_schedule_list_is_refused_not_padded():
+    with pytest.raises(UsageError, match="lists 3 layers but the model has 8 blocks.*4,4,4,0,0,0,0,0"):
+        layer_schedule([4, 4, 4], 8)
+    with pytest.raises(UsageError, match="lists 3 layers"):
+        tomebench.patch(build("test_vit", img_size=IMG), r=[4, 4, 4])
 
 
 def test_decreasing_schedule_never_increases():

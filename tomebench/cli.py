@@ -61,8 +61,9 @@ ROpt = Annotated[
 ]
 ScheduleOpt = Annotated[
     str,
-    typer.Option(help="constant, decreasing (2r down to 0), increasing (0 up to 2r), inflection:T (T in [-1, 1] "
-                 "between them) or a per-block list 16,12,8."),
+    typer.Option(help="constant, decreasing (2r down to 0), increasing (0 up to 2r), inflection:T (the authors' "
+                 "schedule: T in [-1, 1], -1 decreasing, 1 increasing), inflection-exact:T (same line, total exactly "
+                 "r x depth) or one r per block: 16,12,8,..."),
 ]
 PropAttnOpt = Annotated[
     Optional[bool], typer.Option("--prop-attn/--no-prop-attn", help="Proportional attention. Default: the paper's.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import random
 import re
 from collections.abc import Sequence
@@ -11,57 +12,87 @@ from fractions import Fraction
 from tomebench.errors import UsageError
 
 SCHEDULES = ("constant", "decreasing", "increasing")
-INFLECTION = "inflection"  # written "inflection:T", T in [-1, 1]: -1 increasing, 0 constant, 1 decreasing
+# "inflection:T", T in [-1, 1]: the authors' (r, inflection) schedule, -1 decreasing, 0 constant, 1 increasing.
+INFLECTION = "inflection"
+# "inflection-exact:T": the same shape with the total held at exactly r x depth (tomebench's own variant).
+INFLECTION_EXACT = "inflection-exact"
 
 
 def layer_schedule(r: int | Sequence[int], depth: int, schedule: str = "constant") -> tuple[int, ...]:
     """The requested r of each of `depth` blocks.
 
-    `r` is tokens per layer (an int) or an explicit per-layer list (shorter lists are padded with 0).
-    "constant" removes r in every block; "decreasing" goes linearly from 2r in the first block to 0 in the
-    last, "increasing" from 0 to 2r, and "inflection:T" interpolates linearly between them (T = 1 is decreasing,
-    0 constant, -1 increasing). All keep the total at r * depth (the same budget as constant), exactly: each
-    block's ideal share is floored and the remainder goes to the largest fractional parts, so the schedule stays
-    monotonic.
+    `r` is tokens per layer (an int) or an explicit per-layer list of exactly `depth` values. "constant" removes r
+    in every block. The others are the authors' (r, inflection) schedule (facebookresearch/ToMe `parse_r`), with
+    their sign: "decreasing" is inflection -1 (2r in the first block down to 0 in the last), "increasing" +1 (0 up
+    to 2r), "inflection:T" anything between. Block i removes int(lo + (hi - lo) * i / (depth - 1)) with
+    lo = int(r (1 - T)), hi = 2r - lo: truncated, so the total can fall a few tokens short of r x depth (ViT-B,
+    r = 16, decreasing: 187 instead of 192). "inflection-exact:T" is the same line with the total held at exactly
+    r x depth (floors, the remainder to the largest fractional parts).
     """
-    if not isinstance(r, int):
+    if not isinstance(r, numbers.Integral):
         values = tuple(int(v) for v in r)
-        if len(values) > depth:
-            raise UsageError(f"the schedule lists {len(values)} layers but the model has {depth} blocks.")
+        if len(values) != depth:
+            raise UsageError(
+                f"the schedule lists {len(values)} layers but the model has {depth} blocks: give one r per block"
+                + (f" (pad with zeros: {','.join(map(str, values + (0,) * (depth - len(values))))})."
+                   if len(values) < depth else ".")
+            )
         if any(v < 0 for v in values):
             raise UsageError(f"r must be >= 0 in every layer, got {list(values)}.")
-        return values + (0,) * (depth - len(values))
+        return values
+    r = int(r)
     if r < 0:
         raise UsageError(f"r must be >= 0, got {r}.")
-    slope = inflection(schedule)
+    kind, slope = inflection(schedule)
+    if kind == INFLECTION_EXACT:
+        return _exact_inflection(r, depth, slope)
+    if slope == 0:
+        return (r,) * depth
+    return _authors_inflection(r, depth, float(slope))
+
+
+def _authors_inflection(r: int, depth: int, inflect: float) -> tuple[int, ...]:
+    """The authors' per-block r for (r, inflect), in the same float arithmetic so truncation matches exactly."""
+    lo = int(r * (1.0 - inflect))
+    hi = 2 * r - lo
+    if depth == 1:  # the authors' formula divides by depth - 1; its first block is lo
+        return (lo,)
+    step = (hi - lo) / (depth - 1)
+    return tuple(int(lo + step * i) for i in range(depth))
+
+
+def _exact_inflection(r: int, depth: int, slope: Fraction) -> tuple[int, ...]:
+    """The inflection line with its total held at exactly r x depth, in exact fractions; stays monotonic."""
     if slope == 0 or depth == 1:
         return (r,) * depth
-    # Block i ideally removes r (1 + T (d - 1 - 2i) / (d - 1)): 2r .. 0 for T = 1, in exact fractions.
     span = depth - 1
-    ideal = [r * (1 + slope * Fraction(span - 2 * i, span)) for i in range(depth)]
+    # Block i ideally removes r (1 + T (2i - (d - 1)) / (d - 1)): 0 .. 2r for T = 1, 2r .. 0 for T = -1.
+    ideal = [r * (1 + slope * Fraction(2 * i - span, span)) for i in range(depth)]
     values = [math.floor(v) for v in ideal]
     remainder = r * depth - sum(values)
-    # Ties go to the blocks that should remove more: the earlier ones when decreasing, the later when increasing.
-    by_fraction = sorted(range(depth), key=lambda i: (-(ideal[i] - values[i]), i if slope > 0 else -i))
+    # Ties go to the blocks that should remove more: the later ones when increasing, the earlier when decreasing.
+    by_fraction = sorted(range(depth), key=lambda i: (-(ideal[i] - values[i]), -i if slope > 0 else i))
     for i in by_fraction[:remainder]:
         values[i] += 1
     return tuple(values)
 
 
-def inflection(schedule: str) -> Fraction:
-    """The slope T of a named schedule: constant 0, decreasing 1, increasing -1, "inflection:T" T."""
-    named = {"constant": Fraction(0), "decreasing": Fraction(1), "increasing": Fraction(-1)}
+def inflection(schedule: str) -> tuple[str, Fraction]:
+    """(kind, T) of a named schedule: constant (inflection, 0), decreasing (inflection, -1), increasing
+    (inflection, 1), "inflection:T" or "inflection-exact:T"."""
+    named = {"constant": Fraction(0), "decreasing": Fraction(-1), "increasing": Fraction(1)}
     if schedule in named:
-        return named[schedule]
+        return INFLECTION, named[schedule]
     head, _, value = schedule.partition(":")
+    head = head.strip()
     try:
-        slope = Fraction(value.strip()) if head.strip() == INFLECTION else None
+        slope = Fraction(value.strip()) if head in (INFLECTION, INFLECTION_EXACT) else None
     except ValueError:
         slope = None
     if slope is None or not -1 <= slope <= 1:
-        raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}, inflection:T with T "
-                         "in [-1, 1], or a list like 8,8,4.")
-    return slope
+        raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}, inflection:T or "
+                         "inflection-exact:T with T in [-1, 1] (-1 decreasing, 1 increasing), or a list like 8,8,4.")
+    return head, slope
 
 
 def effective_schedule(
@@ -82,7 +113,7 @@ def effective_schedule(
 
 
 def parse_schedule(text: str) -> str | tuple[int, ...]:
-    """A CLI/TOML schedule: a named one, or an explicit comma-separated per-layer list."""
+    """A CLI/TOML schedule: a named one, "inflection:T", "inflection-exact:T", or an explicit per-layer list."""
     text = text.strip()
     if text in SCHEDULES:
         return text
@@ -90,13 +121,13 @@ def parse_schedule(text: str) -> str | tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     if text.startswith(INFLECTION):
         try:
-            slope = inflection(text)
+            kind, slope = inflection(text)
         except UsageError:
-            raise UsageError(f"bad schedule {text!r}: write inflection:T with T between -1 (increasing) and 1 "
-                             "(decreasing), e.g. inflection:0.5") from None
-        return f"{INFLECTION}:{float(slope):g}"
-    raise UsageError(f"bad schedule {text!r}: use one of {', '.join(SCHEDULES)}, inflection:T (T in [-1, 1]) or a "
-                     "per-layer list like 16,12,8.")
+            raise UsageError(f"bad schedule {text!r}: write inflection:T (or inflection-exact:T) with T between -1 "
+                             "(decreasing) and 1 (increasing), e.g. inflection:-0.5") from None
+        return f"{kind}:{float(slope):g}"
+    raise UsageError(f"bad schedule {text!r}: use one of {', '.join(SCHEDULES)}, inflection:T or inflection-exact:T "
+                     "(T in [-1, 1]) or a per-layer list like 16,12,8.")
 
 
 def schedule_label(schedule: str | Sequence[int]) -> str:

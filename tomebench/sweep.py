@@ -39,7 +39,7 @@ from tomebench.patch import (
 )
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, capture_environment
-from tomebench.schedule import full_r, parse_schedule, schedule_label
+from tomebench.schedule import full_r, layer_schedule, parse_schedule, schedule_label
 from tomebench.timing import NOISY_SPREAD, Candidate, Timing, TimingPlan, time_interleaved
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -54,7 +54,7 @@ class SweepSpec:
     model: str = "demo"
     reducers: tuple[str, ...] = ("tome",)
     r: tuple[int, ...] | None = None  # None: 0 .. full_r, every token spent by the last block
-    schedule: str = "constant"  # "constant", "decreasing" or an explicit list "16,12,8"
+    schedule: str = "constant"  # a named schedule ("decreasing", "inflection:-0.5", ...) or a list "16,12,8"
     prop_attn: bool | None = None  # None: on for supervised models, off for MAE (as in the paper)
     batch_size: int | None = None  # None: 256 on CUDA (the paper's), 32 on CPU
     device: str = "auto"
@@ -160,8 +160,8 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
     for cfg in planned:
         if not isinstance(cfg.r, int) or isinstance(cfg.r, bool):
             raise UsageError(f"r must be a whole number, got {cfg.r!r}")
-        if isinstance(cfg.schedule, tuple) and len(cfg.schedule) > depth:
-            raise UsageError(f"--schedule lists {len(cfg.schedule)} blocks but {loaded.name} has {depth}")
+        if isinstance(cfg.schedule, tuple):
+            layer_schedule(cfg.schedule, depth)  # one r per block, exactly: refuses short and long lists alike
     return [Config("none", 0)] + [cfg for cfg in planned if cfg.reducer != "none"]
 
 

@@ -41,12 +41,15 @@ def keep_highest(scores: Tensor, r: int, num_prefix_tokens: int) -> Merge:
 def random_prune(tokens: LayerTokens, r: int, seed: int = 0) -> Merge:
     """Random pruning: drop r random non-prefix tokens per block (seeded: the same tokens every run)."""
     metric = tokens.metric
-    # Each image draws its own tokens (the paper's baseline), from a generator seeded per block: the same
-    # batches give the same choices every run. Which tokens an image loses depends on its place in the batch,
-    # so accuracy is reproducible for a given --batch-size (check joins on it).
-    generator = torch.Generator(device=metric.device).manual_seed(seed * 100_003 + tokens.layer)
-    scores = torch.rand(metric.shape[:2], generator=generator, device=metric.device)[:, tokens.num_prefix_tokens :]
-    return keep_highest(scores, r, tokens.num_prefix_tokens)
+    b, n = metric.shape[:2]
+    p = tokens.num_prefix_tokens
+    # One draw per block, shared by every image, from a CPU generator seeded per block: which tokens an image
+    # loses depends neither on its place in the batch nor on the device, so accuracy does not change with
+    # --batch-size or between CPU and GPU. (The paper's baseline drew per image; a shared draw is the same
+    # random pruning for any one image.)
+    generator = torch.Generator().manual_seed(seed * 100_003 + tokens.layer)
+    scores = torch.rand(n, generator=generator)[p:].to(metric.device)  # (N - p,)
+    return keep_highest(scores.expand(b, n - p), r, p)
 
 
 @REDUCERS.register("attn-prune", aliases=("attention-prune",))

@@ -1,5 +1,6 @@
 """Bipartite soft matching, the token merging of ToMe (Bolya et al., ICLR 2023, Sec. 3), with the design choices
-the paper ablates (its Table 1) as options; the defaults are the paper's.
+the paper ablates (its Table 1) as options. The defaults reproduce the authors' released implementation
+(facebookresearch/ToMe, `tome.merge.bipartite_soft_matching`): the same tokens merged, in the same output order.
 
 Every option keeps the token budget (r merges per block, clamped to (N - prefix) // 2), so differences in speed
 and accuracy come from the option itself.
@@ -7,6 +8,8 @@ and accuracy come from the option itself.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -18,7 +21,7 @@ Features = Literal["k", "q", "v", "x"]
 Distance = Literal["cosine", "dot", "euclidean"]
 Heads = Literal["mean", "concat"]
 Combine = Literal["weighted", "mean", "max", "keep"]
-Partition = Literal["alternating", "sequential", "random"]
+Partition = Literal["alternating", "alternating-patches", "sequential", "random"]
 
 
 def similarity(a: Tensor, b: Tensor, distance: str) -> Tensor:
@@ -33,22 +36,43 @@ def similarity(a: Tensor, b: Tensor, distance: str) -> Tensor:
 
 
 def partition_indices(n: int, partition: str, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Positions (among the n non-prefix tokens) of set A and set B; A gets the extra token when n is odd.
+    """Positions (among n tokens) of set A and set B, each in token order; A gets the extra token when n is odd.
 
-    alternating: A = even, B = odd positions (the paper's); sequential: A = first half, B = second half;
-    random: a random split drawn from generator, each set kept in token order.
+    alternating: A = even, B = odd positions; sequential: A = first half, B = second half; random: a random split
+    drawn from generator (one draw shared by every image of the batch, so a row never depends on batching).
     """
     na = (n + 1) // 2
-    device = generator.device if generator is not None else None
-    if partition == "alternating":
-        order = torch.cat([torch.arange(0, n, 2, device=device), torch.arange(1, n, 2, device=device)])
+    if partition in ("alternating", "alternating-patches"):
+        order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
     elif partition == "sequential":
-        order = torch.arange(n, device=device)
+        order = torch.arange(n)
     else:
-        # Drawn where the generator lives (the tokens' device), so a GPU run needs no host-to-device copy per block.
-        order = torch.randperm(n, generator=generator, device=device)
+        order = torch.randperm(n, generator=generator)
         order = torch.cat([order[:na].sort().values, order[na:].sort().values])
     return order[:na], order[na:]
+
+
+def _splitter(
+    num_tokens: int, p: int, partition: str, generator: torch.Generator | None, device: torch.device
+) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]], int, int]:
+    """How to cut (B, N, C) tokens into sets A and B, and how many prefix tokens each set holds.
+
+    "alternating" is the authors' split: A and B alternate over the whole sequence, prefix tokens included (the
+    cls token is A's first token, a distillation token B's first), and the prefix tokens are protected by their
+    scores instead. The other partitions split only the N - p non-prefix tokens. Alternating and sequential
+    splits are views (no copy); random gathers.
+    """
+    if partition == "alternating":
+        return (lambda x: (x[:, ::2], x[:, 1::2])), (p + 1) // 2, p // 2
+    if partition == "alternating-patches":
+        return (lambda x: (x[:, p::2], x[:, p + 1 :: 2])), 0, 0
+    n = num_tokens - p
+    na = (n + 1) // 2
+    if partition == "sequential":
+        return (lambda x: (x[:, p : p + na], x[:, p + na :])), 0, 0
+    # Drawn on the CPU so the same seed splits alike on every device, then moved once per block.
+    a_pos, b_pos = (pos.to(device) + p for pos in partition_indices(n, partition, generator))
+    return (lambda x: (x[:, a_pos], x[:, b_pos])), 0, 0
 
 
 def bipartite_soft_matching(
@@ -60,48 +84,51 @@ def bipartite_soft_matching(
     combine: str = "weighted",
     generator: torch.Generator | None = None,
 ) -> Merge:
-    """Plan the merge of the r most similar (A, B) token pairs.
+    """Plan the merge of the r most similar (A, B) token pairs, as the authors' `bipartite_soft_matching` does.
 
-    metric: (B, N, C). Non-prefix tokens are split into sets A and B (alternately by default); each A token is
-    linked to its most similar B token (cosine similarity by default); the r strongest links are merged into
-    their B token. r is clamped to what the layer allows, (N - prefix) // 2. The Merge maps (B, N, C) to
-    (B, N - r, C) laid out as [prefix, unmerged A, B]: prefix tokens stay untouched and in front. Its `combine`
-    attribute tells merge_tokens how merged features combine (size-weighted average by default).
+    metric: (B, N, C). Tokens are split into sets A and B (by default alternating over the whole sequence, the
+    authors' split); each A token is linked to its most similar B token (cosine similarity by default); the r
+    strongest links are merged into their B token. Prefix tokens are never merged: an A prefix token's row of
+    the scores is -inf (it is never merged away), a B prefix token's column is -inf (nothing merges into it).
+    r is clamped to (N - prefix) // 2.
+
+    The Merge maps (B, N, C) to (B, N - r, C) laid out as [prefix tokens in order, unmerged A, B]. With prefix
+    tokens the unmerged A tokens are put back in token order (the authors sort them to keep the cls token
+    first, and so every later block sees the same alternation); without any they stay in descending-score order,
+    as in the authors' code. `alternating-patches` (tomebench 0.1's split, over the non-prefix tokens only)
+    never restores the order. Its `combine` attribute tells merge_tokens how merged features combine.
     """
     p = num_prefix_tokens
     r = min(r, max_r(metric.shape[1], p))
     if r <= 0:
         return do_nothing
-    n = metric.shape[1] - p
-    na = (n + 1) // 2
-    a_pos, b_pos = partition_indices(n, partition, generator) if partition == "random" else (None, None)
-
-    def split(x: Tensor) -> tuple[Tensor, Tensor]:
-        # Alternating and sequential splits are views (no copy, nothing to move to the device); random gathers.
-        if partition == "alternating":
-            return x[:, ::2], x[:, 1::2]
-        if partition == "sequential":
-            return x[:, :na], x[:, na:]
-        return x[:, a_pos], x[:, b_pos]
+    split, pa, pb = _splitter(metric.shape[1], p, partition, generator, metric.device)
+    in_order = p > 0 and partition != "alternating-patches"
 
     with torch.no_grad():
-        a, b = split(metric[:, p:])  # (B, Na, C), (B, Nb, C)
+        a, b = split(metric)  # (B, Na, C), (B, Nb, C)
         scores = similarity(a, b, distance)  # (B, Na, Nb)
+        if pa:
+            scores[:, :pa, :] = -math.inf  # prefix tokens in A are never merged away
+        if pb:
+            scores[:, :, :pb] = -math.inf  # nothing merges into a prefix token in B
         node_max, node_idx = scores.max(dim=-1)  # (B, Na): best B partner of each A token
         edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]  # (B, Na, 1)
         unm_idx = edge_idx[:, r:]  # A tokens that stay
         src_idx = edge_idx[:, :r]  # A tokens merged away
         dst_idx = node_idx[..., None].gather(dim=1, index=src_idx)  # (B, r, 1) their B partners
+        if in_order:
+            # Sorted, the A prefix tokens (the lowest positions, never merged) lead; they are taken from x itself.
+            unm_idx = unm_idx.sort(dim=1).values[:, pa:]
 
     def merge(x: Tensor, mode: str = "sum") -> Tensor:
-        prefix, x = x[:, :p], x[:, p:]
         src, dst = split(x)
-        batch, na, c = src.shape
-        unm = src.gather(dim=1, index=unm_idx.expand(batch, na - r, c))
+        batch, _, c = src.shape
+        unm = src.gather(dim=1, index=unm_idx.expand(batch, -1, c))  # (B, Na - r - pa, C)
         if mode != "keep":  # keep one: the B token stays as it was, its A partner is dropped
             src = src.gather(dim=1, index=src_idx.expand(batch, r, c))
             dst = dst.scatter_reduce(1, dst_idx.expand(batch, r, c), src, reduce=mode)
-        return torch.cat([prefix, unm, dst], dim=1)
+        return torch.cat([x[:, :p], unm, dst[:, pb:]], dim=1)
 
     merge.combine = combine
     return merge
@@ -122,14 +149,16 @@ def tome(
 
     features: what similarity is measured on (keys, queries, values, or the block input x); heads: per-head
     features averaged or concatenated; distance: cosine, dot product or (negative) euclidean; combine: size-
-    weighted average, plain average, max pool, or keep one; partition of the non-prefix tokens into A and B:
-    alternating, sequential halves, or random (drawn per block from seed).
+    weighted average, plain average, max pool, or keep one; partition into A and B: alternating over the whole
+    sequence with prefix tokens protected (the authors'), alternating over the non-prefix tokens only
+    (alternating-patches), sequential halves or random (one split per block drawn from seed) of the non-prefix
+    tokens.
     """
     default = features == "k" and heads == "mean"
     metric = tokens.metric if default or tokens.features is None else tokens.features(features, heads)
     generator = None
     if partition == "random":
-        generator = torch.Generator(device=tokens.metric.device).manual_seed(seed * 1000 + tokens.layer)
+        generator = torch.Generator().manual_seed(seed * 1000 + tokens.layer)
     return bipartite_soft_matching(metric, r, tokens.num_prefix_tokens, distance, partition, combine, generator)
 
 

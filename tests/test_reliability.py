@@ -161,6 +161,18 @@ def test_resume_without_the_sidecar_still_checks_the_rows(tmp_path):
     assert_one_line_error(result, 2, "has a row with dtype 'fp32'", "this run has 'bf16'")
 
 
+def test_resume_refuses_rows_of_another_tomebench_version(tmp_path):
+    # 0.2 changed what tome, prune and the named schedules compute: rows of 0.1 must not mix with new ones.
+    out = tmp_path / "s.csv"
+    run_sweep(replace(SPEC, r=(0,)), sink=Journal(out))
+    out.with_suffix(".times.json").unlink()
+    out.write_text(out.read_text().replace(",0.2.0,", ",0.1.0,"))
+    before = out.read_bytes()
+    result = invoke("sweep", "--r", "0", "--repeats", "1", "--workers", "0", "--out", out, "--resume")
+    assert_one_line_error(result, 2, "has a row with tomebench '0.1.0'", "this run has '0.2.0'")
+    assert out.read_bytes() == before
+
+
 def test_resume_refuses_a_file_that_is_not_ours(tmp_path):
     out = tmp_path / "s.csv"
     out.write_text("name,score\na,1\n")

@@ -10,6 +10,6 @@ from tomebench.demo import model as _demo_model  # noqa: F401  (registers the de
 from tomebench.patch import forward_with_state, patch, unpatch
 from tomebench.reducers import REDUCERS
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["REDUCERS", "forward_with_state", "patch", "unpatch", "__version__"]

@@ -20,8 +20,10 @@ from tomebench.timing import Timing
 
 IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "reducer_options")
 # Settings a CSV row shows itself; the rest are only in the sidecar.
+# The tomebench version is a setting too: 0.2 changed what `tome`, `prune` and the named schedules compute, so
+# rows of different versions must not mix in one file.
 ROW_SETTINGS = {"model": "model", "dtype": "dtype", "device": "device", "infer_img_size": "img_size",
-                "dataset": "dataset"}
+                "dataset": "dataset", "tomebench": "tomebench"}
 
 
 def identity(record: dict[str, str]) -> tuple[str, ...]:

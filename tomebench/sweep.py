@@ -546,6 +546,8 @@ def _identity(base: Row, cfg: Config, model) -> Row:
 
 def _settings(spec: SweepSpec, setup: Setup) -> dict:
     """What makes two sweeps' rows comparable: every input that changes a measured value (not its precision)."""
+    from tomebench import __version__
+
     base, images = setup.base, setup.images
     return {
         "model": base.model,
@@ -561,6 +563,7 @@ def _settings(spec: SweepSpec, setup: Setup) -> dict:
         "limit": spec.limit,
         "dataset": None if images is None else images.name,
         "n_files": None if images is None else len(images.files),
+        "tomebench": __version__,
     }
 
 

@@ -436,3 +436,28 @@ def test_attn_prune_score_cls_fails_at_forward_without_cls(vits):
             assert torch.isfinite(model(images)).all()
     finally:
         tomebench.unpatch(model)
+
+
+# ---------------------------------------------------------------- seeded draws and compilation
+
+def test_seeded_keys_are_distinct_deterministic_and_seed_dependent():
+    from tomebench.reducers.base import seeded_keys
+
+    keys = seeded_keys(7, 500)
+    assert keys.dtype == torch.int64 and len(set(keys.tolist())) == 500  # a bijective hash: never a tie
+    assert torch.equal(keys, seeded_keys(7, 500)) and not torch.equal(keys, seeded_keys(8, 500))
+    assert torch.equal(seeded_keys(7, 100), keys[:100])  # position i's key does not depend on n
+    # Not the identity order: the ranks of consecutive positions look shuffled.
+    order = keys.argsort()
+    assert (order[1:] > order[:-1]).float().mean().item() < 0.7
+
+
+@pytest.mark.parametrize("name, options", [("tome", {}), ("tome", {"partition": "random"}), ("prune", {}),
+                                           ("attn-prune", {}), ("kmeans", {})])
+def test_patched_forward_traces_without_graph_breaks(name, options):
+    model = tomebench.patch(timm.create_model("test_vit", pretrained=False, img_size=64).eval(), name, 4, **options)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(model)(torch.randn(2, 3, 64, 64))
+    assert explained.graph_break_count == 0, [str(reason.reason)[:200] for reason in explained.break_reasons]
+    assert explained.graph_count == 1

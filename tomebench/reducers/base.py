@@ -60,6 +60,29 @@ def do_nothing(x: Tensor, mode: str = "sum") -> Tensor:
     return x
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x):
+    """A bijective 32-bit integer hash (two xorshift-multiply rounds); works on Python ints and int64 tensors. Every
+    intermediate stays below 2^60, so int64 never overflows and right shifts are on non-negative numbers."""
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
+    return (x >> 16) ^ x
+
+
+def seeded_keys(seed: int, n: int, device: torch.device | str | None = None) -> Tensor:
+    """(n,) distinct pseudo-random int64 keys for positions 0..n-1, a function of (seed, n) alone.
+
+    Seeded reducers draw once per block and share the draw across the batch, so an image's tokens never depend on
+    its place in the batch. The keys come from a counter-based hash rather than a stateful generator: integer
+    arithmetic is exact, so every device draws the same keys, and torch.compile traces it without a graph break.
+    Ranking the keys gives a random order (no ties: the hash is a bijection).
+    """
+    key = _hash32(int(seed) & _MASK32)
+    return _hash32((torch.arange(n, device=device, dtype=torch.int64) + key) & _MASK32)
+
+
 def max_r(num_tokens: int, num_prefix_tokens: int) -> int:
     """The most tokens one layer can remove: bipartite matching pairs at most half the non-prefix tokens."""
     return max(num_tokens - num_prefix_tokens, 0) // 2

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from tomebench.errors import UsageError
-from tomebench.reducers.base import REDUCERS, LayerTokens, Merge, do_nothing, max_r
+from tomebench.reducers.base import REDUCERS, LayerTokens, Merge, do_nothing, max_r, seeded_keys
 
 
 def keep_highest(scores: Tensor, r: int, num_prefix_tokens: int) -> Merge:
@@ -43,12 +43,10 @@ def random_prune(tokens: LayerTokens, r: int, seed: int = 0) -> Merge:
     metric = tokens.metric
     b, n = metric.shape[:2]
     p = tokens.num_prefix_tokens
-    # One draw per block, shared by every image, from a CPU generator seeded per block: which tokens an image
-    # loses depends neither on its place in the batch nor on the device, so accuracy does not change with
-    # --batch-size or between CPU and GPU. (The paper's baseline drew per image; a shared draw is the same
-    # random pruning for any one image.)
-    generator = torch.Generator().manual_seed(seed * 100_003 + tokens.layer)
-    scores = torch.rand(n, generator=generator)[p:].to(metric.device)  # (N - p,)
+    # One draw per block, shared by every image and the same on every device (see seeded_keys): an image loses
+    # the same tokens whatever its batch. (The paper's baseline drew per image; for any one image it is the same
+    # random pruning.)
+    scores = seeded_keys(seed * 100_003 + tokens.layer, n, metric.device)[p:]  # (N - p,)
     return keep_highest(scores.expand(b, n - p), r, p)
 
 

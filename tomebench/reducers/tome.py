@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from tomebench.reducers.base import REDUCERS, LayerTokens, Merge, do_nothing, max_r
+from tomebench.reducers.base import REDUCERS, LayerTokens, Merge, do_nothing, max_r, seeded_keys
 
 Features = Literal["k", "q", "v", "x"]
 Distance = Literal["cosine", "dot", "euclidean"]
@@ -35,25 +35,27 @@ def similarity(a: Tensor, b: Tensor, distance: str) -> Tensor:
     return -(a.pow(2).sum(-1, keepdim=True) - 2 * a @ b.transpose(-1, -2) + b.pow(2).sum(-1)[:, None, :])
 
 
-def partition_indices(n: int, partition: str, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def partition_indices(
+    n: int, partition: str, seed: int = 0, device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
     """Positions (among n tokens) of set A and set B, each in token order; A gets the extra token when n is odd.
 
     alternating: A = even, B = odd positions; sequential: A = first half, B = second half; random: a random split
-    drawn from generator (one draw shared by every image of the batch, so a row never depends on batching).
+    drawn from `seed` (one draw shared by every image of the batch, so a row never depends on batching).
     """
     na = (n + 1) // 2
     if partition in ("alternating", "alternating-patches"):
-        order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
+        order = torch.cat([torch.arange(0, n, 2, device=device), torch.arange(1, n, 2, device=device)])
     elif partition == "sequential":
-        order = torch.arange(n)
+        order = torch.arange(n, device=device)
     else:
-        order = torch.randperm(n, generator=generator)
+        order = seeded_keys(seed, n, device).argsort()  # a random permutation, the same on every device
         order = torch.cat([order[:na].sort().values, order[na:].sort().values])
     return order[:na], order[na:]
 
 
 def _splitter(
-    num_tokens: int, p: int, partition: str, generator: torch.Generator | None, device: torch.device
+    num_tokens: int, p: int, partition: str, seed: int, device: torch.device
 ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]], int, int]:
     """How to cut (B, N, C) tokens into sets A and B, and how many prefix tokens each set holds.
 
@@ -70,8 +72,7 @@ def _splitter(
     na = (n + 1) // 2
     if partition == "sequential":
         return (lambda x: (x[:, p : p + na], x[:, p + na :])), 0, 0
-    # Drawn on the CPU so the same seed splits alike on every device, then moved once per block.
-    a_pos, b_pos = (pos.to(device) + p for pos in partition_indices(n, partition, generator))
+    a_pos, b_pos = (pos + p for pos in partition_indices(n, partition, seed, device))
     return (lambda x: (x[:, a_pos], x[:, b_pos])), 0, 0
 
 
@@ -82,7 +83,7 @@ def bipartite_soft_matching(
     distance: str = "cosine",
     partition: str = "alternating",
     combine: str = "weighted",
-    generator: torch.Generator | None = None,
+    seed: int = 0,
 ) -> Merge:
     """Plan the merge of the r most similar (A, B) token pairs, as the authors' `bipartite_soft_matching` does.
 
@@ -102,7 +103,7 @@ def bipartite_soft_matching(
     r = min(r, max_r(metric.shape[1], p))
     if r <= 0:
         return do_nothing
-    split, pa, pb = _splitter(metric.shape[1], p, partition, generator, metric.device)
+    split, pa, pb = _splitter(metric.shape[1], p, partition, seed, metric.device)
     in_order = p > 0 and partition != "alternating-patches"
 
     with torch.no_grad():
@@ -156,10 +157,8 @@ def tome(
     """
     default = features == "k" and heads == "mean"
     metric = tokens.metric if default or tokens.features is None else tokens.features(features, heads)
-    generator = None
-    if partition == "random":
-        generator = torch.Generator().manual_seed(seed * 1000 + tokens.layer)
-    return bipartite_soft_matching(metric, r, tokens.num_prefix_tokens, distance, partition, combine, generator)
+    return bipartite_soft_matching(metric, r, tokens.num_prefix_tokens, distance, partition, combine,
+                                   seed * 1000 + tokens.layer)
 
 
 @REDUCERS.register("none")

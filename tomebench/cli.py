@@ -581,7 +581,10 @@ def plot(
     try:
         frame = read_csv(csv_path)
         stem = (out or csv_path).with_suffix("")
-        check_writable(stem.with_suffix(".png"))
+        # As plots.save names them: a dot in the stem would make every figure the same file.
+        figures = {f"the {kind} {ext[1:].upper()}": stem.with_name(f"{stem.name}-{kind}").with_suffix(ext)
+                   for kind in PLOTS for ext in (".png", ".svg")}
+        check_outputs(figures, "-o", {"the CSV": csv_path}, "give a file name stem without a dot", out or csv_path)
         written = 0
         for kind, draw in PLOTS.items():
             try:

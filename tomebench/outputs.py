@@ -50,14 +50,14 @@ def sweep_outputs(out: Path, report: bool = False) -> dict[str, Path]:
 
 
 def check_outputs(outputs: Mapping[str, Path], flag: str = "--out", inputs: Mapping[str, Path] | None = None,
-                  hint: str = "give the CSV a name ending in .csv") -> None:
+                  hint: str = "give the CSV a name ending in .csv", given: Path | None = None) -> None:
     """Refuse, before anything is measured, outputs that would land on each other or on an input, exist and are
     not regular files, or cannot be written. Creates nothing (what the check makes, it removes)."""
     seen: dict[str, str] = {}
     for what, path in {**(inputs or {}), **outputs}.items():
         key = os.path.normcase(os.path.realpath(path))
         if key in seen:
-            raise UsageError(f"{flag} {next(iter(outputs.values()))}: {what} ({path}) would overwrite {seen[key]}; "
+            raise UsageError(f"{flag} {given or next(iter(outputs.values()))}: {what} ({path}) would overwrite {seen[key]}; "
                              f"{hint}")
         seen[key] = what
     for path in dict.fromkeys(outputs.values()):

@@ -159,9 +159,7 @@ def check_reducer_options(options: dict[str, dict]) -> None:
     annotation allows (one of a Literal's choices, or an int/float/bool/str). Raises UsageError, worded for the
     command line's `--opt REDUCER.KEY=VALUE` and the same from `patch(model, **options)`."""
     for name, values in options.items():
-        fn = REDUCERS.get(name)
-        accepted = list(inspect.signature(fn).parameters)[2:]
-        hints = typing.get_type_hints(fn)
+        accepted, hints = _reducer_options(REDUCERS.get(name))
         for key, value in values.items():
             if key not in accepted:
                 known = ", ".join(accepted) or "none"
@@ -172,6 +170,13 @@ def check_reducer_options(options: dict[str, dict]) -> None:
                 raise UsageError(f"{name}.{key}={value}: choose one of {choices}")
             if hint in (int, float, bool, str) and not _fits(value, hint):
                 raise UsageError(f"{name}.{key}={value!r}: expected a value of type {hint.__name__}")
+
+
+@functools.cache
+def _reducer_options(fn) -> tuple[list[str], dict]:
+    """The keyword options of a reducer function (after the tokens and r) and their annotations. Cached: `patch`
+    checks options on every call, and a sweep patches once per configuration per batch."""
+    return list(inspect.signature(fn).parameters)[2:], typing.get_type_hints(fn)
 
 
 def _fits(value: object, kind: type) -> bool:

@@ -167,11 +167,15 @@ def distinct_r(
         candidates: Sequence[int] = r_values[: below + 1]
     else:
         candidates = r_values
+    def key(r: int) -> tuple[int, ...]:
+        return effective_schedule(layer_schedule(r, depth, schedule), num_tokens, num_prefix_tokens)[0]
+
+    saturated = key(cap)
     kept, seen = [], set()
     for r in candidates:
-        key = effective_schedule(layer_schedule(min(r, cap), depth, schedule), num_tokens, num_prefix_tokens)[0]
-        if key not in seen:
-            seen.add(key)
+        key_r = saturated if r >= cap else key(r)
+        if key_r not in seen:
+            seen.add(key_r)
             kept.append(r)
     return kept, cap
 

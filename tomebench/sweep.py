@@ -187,8 +187,19 @@ def _distinct_r(r_values, schedule: str, loaded: LoadedModel, notes: list[str]) 
     if len(kept) < len(r_values):
         notes.append(f"{len(r_values)} r values asked, {len(kept)} distinct on {loaded.name}: from r={cap} on, every "
                      f"block of the {schedule} schedule removes as many tokens as it can, and r values with the same "
-                     f"per-block schedule are measured once (r={schedule_label(kept)})")
+                     f"per-block schedule are measured once (r={_runs(kept)})")
     return kept
+
+
+def _runs(values: list[int]) -> str:
+    """[0, 1, 2, 3, 7, 9, 10] -> "0..3,7,9..10": a long list of r in a line that stays short."""
+    parts: list[list[int]] = []
+    for v in values:
+        if parts and v == parts[-1][-1] + 1:
+            parts[-1].append(v)
+        else:
+            parts.append([v])
+    return ",".join(f"{p[0]}..{p[-1]}" if len(p) > 2 else ",".join(map(str, p)) for p in parts)
 
 
 def canonical_options(reducer: str, options: dict) -> tuple[tuple[str, object], ...]:
@@ -313,12 +324,11 @@ def run_sweep(
     executor = executor or LocalExecutor()
     spec = executor.resolve(spec)
     setup = Setup.build(spec, measures_here=isinstance(executor, LocalExecutor))
-    note = getattr(progress, "note", None)
-    for text in setup.notes:
-        if note is not None:
-            note(text)
     done = sink.begin(_settings(spec, setup), setup.planned)
     try:
+        note = getattr(progress, "note", None)  # optional in a Progress: without it, notes go unsaid
+        for text in setup.notes if note is not None else ():
+            note(text)
         todo = [i for i in range(len(setup.configs)) if i not in done]
         if not todo:
             return []

@@ -11,6 +11,7 @@ import csv
 import errno
 import os
 import pickle
+import stat
 import struct
 import subprocess
 import sys
@@ -139,6 +140,22 @@ def test_a_sigterm_releases_the_lock(tmp_path):
     assert not lock_path(out).exists()
 
 
+# ---------------------------------------------------------------- 4. devices are never replaced
+
+
+def test_an_out_that_is_a_device_is_never_replaced(tmp_path):
+    device = tmp_path / "null.csv"  # a copy of /dev/null: the real one must not be risked in a test
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    result = invoke("sweep", *TINY, "--r", "0", "--out", device)
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result)
+    assert "exists and is a character device, not a regular file" in line
+    assert stat.S_ISCHR(device.stat().st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["null.csv"]
+
+
 # ---------------------------------------------------------------- 5. a full disk keeps the rows
 
 
@@ -180,6 +197,8 @@ def test_a_full_disk_while_plotting_keeps_the_csv_and_says_so(tmp_path, monkeypa
     assert "could not write the plot" in line and "No space left on device" in line
     assert f"the rows are saved in {out}" in " ".join(result.output.split())
     assert len(read_rows(out)) == 2
+    redraw = invoke("plot", out)
+    assert redraw.exit_code == 1 and error_lines(redraw) == ["error: could not write a plot (No space left on device)"]
 
 
 # ---------------------------------------------------------------- 6. orphan temp files

@@ -599,6 +599,8 @@ def plot(
             raise TomebenchError(f"{csv_path} has no measured row to plot")
     except TomebenchError as exc:
         raise _fail(exc) from None
+    except OSError as exc:  # a full disk while saving a figure
+        raise _fail(TomebenchError(f"could not write a plot ({exc.strerror or exc})")) from None
 
 
 @app.command()
@@ -629,6 +631,8 @@ def visualize(
             console.print(f"wrote {path}")
     except TomebenchError as exc:
         raise _fail(exc) from None
+    except OSError as exc:  # a full disk while saving the figure
+        raise _fail(TomebenchError(f"could not write {out} ({exc.strerror or exc})")) from None
 
 
 @app.command("paper-baseline")

@@ -47,6 +47,7 @@ def place(tmp_path):
     (tmp_path / "wrongtype.toml").write_text('repeats = "many"\n')
     (tmp_path / "base.csv").write_text(GOLDEN_HEADER + "test_vit,tome,0,constant\n")
     os.mkfifo(tmp_path / "pipe.csv")
+    os.mkfifo(tmp_path / "fifo.png")
     shutil.copy(Path(__file__).parent / "golden" / "sweep.csv", tmp_path / "run.v2.csv")
     return tmp_path
 
@@ -84,7 +85,8 @@ CASES = {
     "negative group size": (["sweep", *TINY, "--group-size", "-1"], 2, ["--group-size must be >= 0"]),
     # Issue 14: caught before anything is measured, in one line.
     "out in a folder that cannot be made": (["sweep", *TINY, "--out", "/proc/forbidden/x.csv"], 2,
-                                            ["cannot write --out /proc/forbidden/x.csv", "cannot create /proc/forbidden"]),
+                                            ["cannot write --out /proc/forbidden/x.csv",
+                                             "cannot create /proc/forbidden"]),
     "out named like its plot": (["sweep", *TINY, "--out", "{tmp}/result.png"], 2,
                                 ["the PNG plot", "would overwrite the CSV", "ending in .csv"]),
     "out named like its SVG plot": (["compare", *TINY, "--out", "{tmp}/result.svg"], 2, ["would overwrite the CSV"]),
@@ -93,6 +95,8 @@ CASES = {
     "out is the baseline": (["sweep", *TINY, "--out", "{tmp}/base.csv", "--baseline", "{tmp}/base.csv"], 2,
                             ["would overwrite the --baseline CSV"]),
     "out is a FIFO": (["sweep", *TINY, "--out", "{tmp}/pipe.csv"], 2, ["is a FIFO, not a regular file"]),
+    "plot of out is a FIFO": (["sweep", *TINY, "--out", "{tmp}/fifo.csv"], 2,
+                              ["fifo.csv: the PNG plot", "fifo.png exists and is a FIFO, not a regular file"]),
     "plot figures landing on each other": (["plot", "{tmp}/run.v2.csv"], 2,
                                            ["run.v2.csv: the top1-vs-r PNG", "would overwrite the speed-accuracy PNG"]),
     "absurd batch size": (["sweep", *TINY, "--batch-size", "10000000"], 2, ["--batch-size 10000000 is absurd"]),

@@ -52,16 +52,25 @@ def sweep_outputs(out: Path, report: bool = False) -> dict[str, Path]:
 def check_outputs(outputs: Mapping[str, Path], flag: str = "--out", inputs: Mapping[str, Path] | None = None,
                   hint: str = "give the CSV a name ending in .csv", given: Path | None = None) -> None:
     """Refuse, before anything is measured, outputs that would land on each other or on an input, exist and are
-    not regular files, or cannot be written. Creates nothing (what the check makes, it removes)."""
+    not regular files, or cannot be written. `given` is what the user typed after `flag` (default: the first
+    output). Creates nothing (what the check makes, it removes)."""
+    first = Path(next(iter(outputs.values())))
+    given = given or first
     seen: dict[str, str] = {}
     for what, path in {**(inputs or {}), **outputs}.items():
         key = os.path.normcase(os.path.realpath(path))
         if key in seen:
-            raise UsageError(f"{flag} {given or next(iter(outputs.values()))}: {what} ({path}) would overwrite {seen[key]}; "
-                             f"{hint}")
+            raise UsageError(f"{flag} {given}: {what} ({path}) would overwrite {seen[key]}; {hint}")
         seen[key] = what
-    for path in dict.fromkeys(outputs.values()):
-        check_writable(path, flag)
+    check_writable(first, flag)
+    for what, path in outputs.items():
+        path = Path(path)
+        if path.is_dir() or (path.exists() and not stat.S_ISREG(path.stat().st_mode)):
+            kind = "a directory" if path.is_dir() else _kind(path)
+            raise UsageError(f"{flag} {given}: {what} {path} exists and is {kind}, not a regular file; give "
+                             f"another {flag}")
+        if path.absolute().parent != first.absolute().parent:
+            check_writable(path, flag)
 
 
 def check_writable(path: Path, flag: str = "--out") -> None:

@@ -431,7 +431,8 @@ class Setup:
         dtype = resolve_dtype(spec.dtype, device)
         parse_schedule(spec.schedule)
         if spec.configs is None and not spec.reducers:
-            raise UsageError("no reducer to measure (--reducers is empty): name at least one, e.g. --reducers tome,prune")
+            raise UsageError("no reducer to measure (--reducers is empty): name at least one, e.g. --reducers "
+                             "tome,prune")
         for name in spec.reducers:
             REDUCERS.canonical(name)
         check_reducer_options(spec.reducer_options)

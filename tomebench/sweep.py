@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -46,6 +46,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # No device holds a million-image batch of any ViT; a larger --batch-size is a typo (and 10**20 would overflow).
 MAX_BATCH_SIZE = 1 << 20
 DEMO_DATA = "demo"
+T = TypeVar("T")
 SYNTHETIC = "synthetic"
 
 
@@ -382,20 +383,14 @@ class LocalExecutor:
 
 def _synthetic_batch(batch_size: int, shape: tuple[int, ...], device: torch.device | None) -> Tensor:
     """(n, *shape) seeded noise, on `device` when given. n is batch_size, or half of it as often as needed for the
-    host or the device to hold it: the same out-of-memory backoff as a forward gets (see `_check`), so the
-    configurations then find the batch that fits from there."""
-    size = batch_size
-    while True:
-        try:
-            gen = torch.Generator().manual_seed(0)
-            batch = torch.randn((size, *shape), generator=gen)
-            return batch if device is None else batch.to(device)
-        except (RuntimeError, MemoryError) as exc:
-            if size == 1 or not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
-                raise
-            if device is not None and device.type == "cuda":
-                torch.cuda.empty_cache()
-            size //= 2
+    host or the device to hold it: the same backoff (`largest_that_fits`) as each configuration's full batch
+    gets in `_check`, which then starts from the batch that was allocated."""
+
+    def allocate(size: int) -> Tensor:
+        batch = torch.randn((size, *shape), generator=torch.Generator().manual_seed(0))
+        return batch if device is None else batch.to(device)
+
+    return largest_that_fits(allocate, batch_size, device)[0]
 
 
 @dataclass
@@ -624,10 +619,24 @@ class Check:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or an allocator failure on the host."""
-    if isinstance(exc, torch.OutOfMemoryError):
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc).lower()
     return "out of memory" in text or "can't allocate memory" in text
+
+
+def largest_that_fits(run: Callable[[int], T], size: int, device: torch.device | None) -> tuple[T, int]:
+    """run(size), halving size after each out-of-memory error until it fits: (what it returned, the size). The
+    last error is raised if even 1 does not fit; any other error at once."""
+    while True:
+        try:
+            return run(size), size
+        except Exception as exc:  # noqa: BLE001 - only out of memory is retried; the rest is re-raised
+            if size == 1 or not is_out_of_memory(exc):
+                raise
+            if device is not None and device.type == "cuda":
+                torch.cuda.empty_cache()
+            size //= 2
 
 
 def _check(model, prepare, batch, autocast, device, requested: int | None = None) -> Check:
@@ -646,18 +655,15 @@ def _check(model, prepare, batch, autocast, device, requested: int | None = None
             tokens = final_tokens(model, one)
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its row's error
         return Check(error=_failure(exc, device), batch_size=requested)
-    size = len(batch)
-    while True:
-        try:
-            with torch.inference_mode(), autocast():
-                model(batch[:size])
-            break
-        except Exception as exc:  # noqa: BLE001
-            if size == 1 or not is_out_of_memory(exc):
-                return Check(error=_failure(exc, device), batch_size=requested)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            size //= 2
+
+    def forward(size: int) -> None:
+        with torch.inference_mode(), autocast():
+            model(batch[:size])
+
+    try:
+        _, size = largest_that_fits(forward, len(batch), device)
+    except Exception as exc:  # noqa: BLE001
+        return Check(error=_failure(exc, device), batch_size=requested)
     info = patch_info(model)
     clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
     backoff = None if size == requested else f"out of memory at batch {requested}; measured at batch {size}"

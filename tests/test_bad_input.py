@@ -3,6 +3,10 @@ exit (2 for usage errors), no traceback, and no output file, partial or otherwis
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -41,6 +45,10 @@ def place(tmp_path):
     (tmp_path / "afile").write_text("")
     (tmp_path / "unknown.toml").write_text('model = "demo"\nbatchsize = 8\n')
     (tmp_path / "wrongtype.toml").write_text('repeats = "many"\n')
+    (tmp_path / "base.csv").write_text(GOLDEN_HEADER + "test_vit,tome,0,constant\n")
+    os.mkfifo(tmp_path / "pipe.csv")
+    os.mkfifo(tmp_path / "fifo.png")
+    shutil.copy(Path(__file__).parent / "golden" / "sweep.csv", tmp_path / "run.v2.csv")
     return tmp_path
 
 
@@ -75,6 +83,31 @@ CASES = {
     "unknown key in TOML": (["sweep", "--config", "{tmp}/unknown.toml"], 2, ["unknown key 'batchsize'"]),
     "wrong type in TOML": (["sweep", "--config", "{tmp}/wrongtype.toml"], 2, ["repeats"]),
     "negative group size": (["sweep", *TINY, "--group-size", "-1"], 2, ["--group-size must be >= 0"]),
+    # Issue 14: caught before anything is measured, in one line.
+    "out in a folder that cannot be made": (["sweep", *TINY, "--out", "/proc/forbidden/x.csv"], 2,
+                                            ["cannot write --out /proc/forbidden/x.csv",
+                                             "cannot create /proc/forbidden"]),
+    "out named like its plot": (["sweep", *TINY, "--out", "{tmp}/result.png"], 2,
+                                ["the PNG plot", "would overwrite the CSV", "ending in .csv"]),
+    "out named like its SVG plot": (["compare", *TINY, "--out", "{tmp}/result.svg"], 2, ["would overwrite the CSV"]),
+    "ablate out named like its report": (["ablate", *TINY, "--out", "{tmp}/x.md"], 2,
+                                         ["the Markdown report", "would overwrite the CSV"]),
+    "out is the baseline": (["sweep", *TINY, "--out", "{tmp}/base.csv", "--baseline", "{tmp}/base.csv"], 2,
+                            ["would overwrite the --baseline CSV"]),
+    "out is a FIFO": (["sweep", *TINY, "--out", "{tmp}/pipe.csv"], 2, ["is a FIFO, not a regular file"]),
+    "plot of out is a FIFO": (["sweep", *TINY, "--out", "{tmp}/fifo.csv"], 2,
+                              ["fifo.csv: the PNG plot", "fifo.png exists and is a FIFO, not a regular file"]),
+    "plot figures landing on each other": (["plot", "{tmp}/run.v2.csv"], 2,
+                                           ["run.v2.csv: the top1-vs-r PNG", "would overwrite the speed-accuracy PNG"]),
+    "absurd batch size": (["sweep", *TINY, "--batch-size", "10000000"], 2, ["--batch-size 10000000 is absurd"]),
+    "overflowing batch size": (["sweep", *TINY, "--batch-size", "99999999999999999999"], 2, ["is absurd"]),
+    "model argument timm rejects": (["sweep", *TINY, "--model-arg", "global_pool=zz"], 2,
+                                    ["cannot create test_vit with {'global_pool': 'zz'}", "AssertionError"]),
+    "empty reducer list": (["compare", *TINY, "--reducers", ""], 2, ["--reducers is empty"]),
+    "NaN target speedup": (["schedules", *TINY, "--samples", "0", "--target-speedup", "nan"], 2,
+                           ["--target-speedup a number >= 1", "nan"]),
+    "zero epochs": (["train-demo", "--epochs", "0", "--out", "{tmp}/w.safetensors"], 2, ["--epochs must be >= 1"]),
+    "negative epochs": (["train-demo", "--epochs", "-1", "--out", "{tmp}/w.safetensors"], 2, ["--epochs must be >= 1"]),
 }
 
 
@@ -82,7 +115,7 @@ CASES = {
 def test_bad_input(case, place, monkeypatch):
     args, code, fragments = CASES[case]
     monkeypatch.chdir(place)
-    before = {p: p.stat().st_mtime_ns for p in place.rglob("*")}
+    before = {p: p.lstat().st_mtime_ns for p in place.rglob("*")}
     args = [a.replace("{tmp}", str(place)) for a in args]
     default_out = ["--out", str(place / "out" / "s.csv")] if args[0] == "sweep" and "--out" not in args else []
     if "cuda" in args and __import__("torch").cuda.is_available():
@@ -97,5 +130,5 @@ def test_bad_input(case, place, monkeypatch):
     for fragment in fragments:
         assert fragment in text, text
     # Nothing written: no new file (not even a temp file), no file changed.
-    after = {p: p.stat().st_mtime_ns for p in place.rglob("*")}
+    after = {p: p.lstat().st_mtime_ns for p in place.rglob("*")}
     assert after == before

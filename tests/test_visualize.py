@@ -177,8 +177,8 @@ def test_layers_outside_the_model_and_failures_leave_it_unpatched(demo, pixels):
         vis.merge_groups(demo.model, pixels, demo.data_config, "tome", 4, [2, 9])
     with pytest.raises(UsageError, match="--layers 0"):
         vis.merge_groups(demo.model, pixels, demo.data_config, "tome", 4, [0])
-    # An option the reducer does not take fails inside the patched forward; the patch is still undone.
-    with pytest.raises(TypeError):
+    # An option the reducer does not take is refused by patch (issue 14), before the model is touched.
+    with pytest.raises(UsageError, match="reducer kmeans has no option 'bogus'"):
         vis.merge_groups(demo.model, pixels, demo.data_config, "kmeans", 4, [2], bogus=1)
     assert not is_patched(demo.model)
 

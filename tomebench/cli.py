@@ -28,10 +28,11 @@ from tomebench.check import DEFAULT_METRICS, METRICS, CheckResult, Tolerances, c
 from tomebench.check import check as check_csv
 from tomebench.errors import TomebenchError, UsageError
 from tomebench.journal import Journal, sidecar
+from tomebench.outputs import check_outputs, remove_stale_temp_files, sweep_outputs
 from tomebench.models import ALIASES
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, check_writable, read_csv, write_csv, write_text_atomic
-from tomebench.schedule import parse_r_values
+from tomebench.schedule import parse_r_spec, parse_r_values
 from tomebench.config import load as load_config
 from tomebench.paper import paper_rows
 from tomebench.sweep import (
@@ -105,9 +106,11 @@ class _RichProgress:
     def advance(self, amount: int = 1) -> None:
         self.bar.advance(self.task, amount)
 
+    def note(self, text: str) -> None:
+        self.bar.console.print(f"note: {escape(text)}", highlight=False, soft_wrap=True)
+
 
 def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=plots.main_figure, executor=None) -> None:
-    check_writable(out)
     journal = Journal(out, resume)
     columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with _signals_as_interrupts() as received:
@@ -128,11 +131,16 @@ def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=plots.main_fig
     else:
         console.print(f"{len(frame)} rows, {int(frame['error'].notna().sum())} with an error (too many to list)")
     console.print(f"wrote {out} (settings and raw repeat times: {sidecar(out)})")
+    stem = out.with_suffix("")
     try:
-        for path in plots.save(figure(frame), out.with_suffix("")):
+        remove_stale_temp_files([stem.with_suffix(".png"), stem.with_suffix(".svg")])
+        for path in plots.save(figure(frame), stem):
             console.print(f"wrote {path}")
     except ValueError as exc:  # nothing plottable, e.g. every configuration failed
         errors.print(f"no plot: {exc}")
+    except OSError as exc:  # a full disk: the rows are safe, say so rather than show a traceback
+        raise TomebenchError(f"could not write the plot {stem}.png/.svg ({exc.strerror or exc}); the rows are saved "
+                             f"in {out}") from None
     if frame["error"].notna().all():
         raise TomebenchError(f"every configuration failed; see the error column of {out}")
 
@@ -159,7 +167,11 @@ def _ablation_report(out: Path) -> None:
                           line.error and "error" or _fmt(line.top1, ".2f"), _fmt(line.samples_per_sec),
                           _fmt(line.speedup, ".2f"))
         console.print(shown)
-    report = write_text_atomic(out.with_suffix(".md"), ablate.to_markdown(frame))
+    try:
+        report = write_text_atomic(out.with_suffix(".md"), ablate.to_markdown(frame))
+    except OSError as exc:
+        raise TomebenchError(f"could not write {out.with_suffix('.md')} ({exc.strerror or exc}); the rows are saved "
+                             f"in {out}") from None
     console.print(f"wrote {report}")
 
 
@@ -281,13 +293,11 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
             r = None if r is None else int(r)  # a config file's r arrives as text
             plan = dict(configs=ablate.plan(r), group_size=0)  # one group: one pass, all interleaved
         elif command == "schedules":
-            if params["samples"] < 0 or params["target_speedup"] < 1:
-                raise UsageError("--samples must be >= 0 and --target-speedup >= 1")
             plan = dict(configs=search.plan(params["samples"], params["target_speedup"], params["seed"]))
         else:
             plan = dict(
                 reducers=(params["reducer"],) if command == "sweep" else _names(params["reducers"]),
-                r=None if params["r"] is None else tuple(parse_r_values(params["r"])),
+                r=None if params["r"] is None else parse_r_spec(params["r"]),
                 reducer_options=parse_reducer_options(params["opt"] or []),
             )
         spec = SweepSpec(
@@ -302,6 +312,8 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
             except TomebenchError as exc:
                 raise UsageError(f"--baseline: {exc}") from None
         out = params["out"] or _default_out(command, spec.model)
+        check_outputs(sweep_outputs(out, report=command == "ablate"),
+                      inputs=None if baseline is None else {"the --baseline CSV": baseline})
         figure = {"ablate": _ablation_figure, "schedules": search.figure}.get(command, plots.main_figure)
         _run(spec, out, params["resume"], figure, _executor(params))
         if command == "ablate":
@@ -570,7 +582,10 @@ def plot(
     try:
         frame = read_csv(csv_path)
         stem = (out or csv_path).with_suffix("")
-        check_writable(stem.with_suffix(".png"))
+        # As plots.save names them: a dot in the stem would make every figure the same file.
+        figures = {f"the {kind} {ext[1:].upper()}": stem.with_name(f"{stem.name}-{kind}").with_suffix(ext)
+                   for kind in PLOTS for ext in (".png", ".svg")}
+        check_outputs(figures, "-o", {"the CSV": csv_path}, "give a file name stem without a dot", out or csv_path)
         written = 0
         for kind, draw in PLOTS.items():
             try:
@@ -585,6 +600,8 @@ def plot(
             raise TomebenchError(f"{csv_path} has no measured row to plot")
     except TomebenchError as exc:
         raise _fail(exc) from None
+    except OSError as exc:  # a full disk while saving a figure
+        raise _fail(TomebenchError(f"could not write a plot ({exc.strerror or exc})")) from None
 
 
 @app.command()
@@ -615,6 +632,8 @@ def visualize(
             console.print(f"wrote {path}")
     except TomebenchError as exc:
         raise _fail(exc) from None
+    except OSError as exc:  # a full disk while saving the figure
+        raise _fail(TomebenchError(f"could not write {out} ({exc.strerror or exc})")) from None
 
 
 @app.command("paper-baseline")
@@ -673,6 +692,8 @@ def train_demo(
     # Not the bundled file by default: a short trial run must not replace the model `make demo` ships with.
     target = out
     try:
+        if epochs < 1:
+            raise UsageError(f"--epochs must be >= 1, got {epochs}: the demo model would be saved untrained")
         check_writable(target)
     except TomebenchError as exc:
         raise _fail(exc) from None

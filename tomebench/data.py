@@ -8,6 +8,7 @@ prefetcher. An image that cannot be decoded does not stop the run: it comes back
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from tomebench.errors import UsageError
 
+# What a decoder may raise for a file that is not a usable image; a decompression bomb (an image claiming
+# billions of pixels) is refused by PIL before decoding and counts as unreadable too.
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"})
 
 
@@ -56,7 +60,7 @@ def discover(root: Path, labels_file: Path | None = None) -> ImageList:
         raise UsageError(f"--data {root} is empty: no class subfolders and no images")
     files, labels = [], []
     for index, cls in enumerate(classes):
-        found = sorted(p for p in (root / cls).rglob("*") if _is_image(p))
+        found = _images_below(root / cls)
         files += found
         labels += [index] * len(found)
     if not files:
@@ -109,6 +113,16 @@ def _parse_label(text: str, labels_file: Path, line: int) -> int:
     return int(text)
 
 
+def _images_below(folder: Path) -> list[Path]:
+    """Image files at any depth under folder, sorted; hidden files and folders (.ipynb_checkpoints, .git) are
+    skipped at every depth, as torchvision's ImageFolder does."""
+    found = []
+    for here, folders, files in os.walk(folder, followlinks=True):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        found += [p for p in (Path(here) / f for f in files) if _is_image(p)]
+    return sorted(found)
+
+
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _is_image(p))
 
@@ -147,10 +161,25 @@ def first_readable(images: ImageList) -> Path | None:
         try:
             with Image.open(path) as img:
                 img.load()
+                to_rgb(img)
             return path
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        except UNREADABLE:
             continue
     return None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An 8-bit RGB image. 16-bit and 32-bit integer greyscale (mode I;16 / I, from 16-bit PNG and TIFF) is scaled
+    from 0..65535 to 0..255: PIL's convert("RGB") clips it instead, turning almost every pixel white. Float
+    images (mode F) have no defined range and are refused (ValueError: counted as unreadable)."""
+    if img.mode == "F":
+        raise ValueError("floating-point image: no defined pixel range")
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        values = np.asarray(img, dtype=np.int64)  # (H, W)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"{img.mode} image with values outside 0..65535")
+        img = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))  # (H, W) -> mode L
+    return img.convert("RGB")
 
 
 class ImageFiles(Dataset):
@@ -171,8 +200,8 @@ class ImageFiles(Dataset):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # PIL's truncated-file/EXIF warnings are not ours to print
                 with Image.open(self.images.files[index]) as img:
-                    pixels = self.transform(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+                    pixels = self.transform(to_rgb(img))
+        except UNREADABLE:
             return torch.zeros(self.shape, dtype=torch.uint8), label, False
         return torch.from_numpy(np.ascontiguousarray(pixels)), label, True
 

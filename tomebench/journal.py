@@ -5,17 +5,23 @@ renamed over the old one, so the CSV on disk is always complete (never half a ro
 settings of the sweep and the raw repeat times behind every median sit next to it in `<out>.times.json`.
 
 With resume, rows already in the file (matched on their identity) are kept and their configurations are not
-measured again; a row that carries an error is measured again. A file measured with other settings is refused.
+measured again; a row that carries an error is measured again. A file measured with other settings, with two
+different rows of one configuration, or with a truncated row is refused.
+
+From `begin` to `end` the journal holds `<out>.lock`, so two runs never write the same file. If saving fails
+(a full disk), the rows are written to a rescue CSV and the error says where.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
 
-from tomebench.errors import UsageError
-from tomebench.results import Row, read_records, row_cells, write_records, write_text_atomic
+from tomebench.errors import TomebenchError, UsageError
+from tomebench.outputs import OutputLock, remove_stale_temp_files, rescue, sidecar
+from tomebench.results import COLUMNS, Row, read_records, row_cells, write_records, write_text_atomic
 from tomebench.timing import Timing
 
 IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "reducer_options")
@@ -35,10 +41,6 @@ def _text(cell: str | None) -> str:
     return re.sub(r"^(-?\d+)\.0+$", r"\1", cell or "")
 
 
-def sidecar(path: Path) -> Path:
-    return Path(path).with_suffix(".times.json")
-
-
 class Journal:
     """The sweep's `Sink` on disk: out CSV plus sidecar, written after every group."""
 
@@ -52,15 +54,33 @@ class Journal:
         self.groups: list[dict] = []  # raw times, one dict per measured group
         self.finished: set[int] = set()  # measured by this sweep or already in the file without error
         self.resumed = 0
+        self.lock = OutputLock(self.path)
 
     def begin(self, settings: dict, planned: list[Row]) -> set[int]:
+        self.lock.acquire()
+        try:
+            # Holding the lock, any temp file of ours is an orphan of a run killed while renaming.
+            remove_stale_temp_files([self.path, sidecar(self.path)])
+            return self._begin(settings, planned)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def end(self) -> None:
+        """The sweep is over (finished, failed or interrupted): let other runs write the file."""
+        self.lock.release()
+
+    def _begin(self, settings: dict, planned: list[Row]) -> set[int]:
         self.settings, self.planned = settings, planned
         if not (self.resume and self.path.exists()):
             return set()
         try:
             records = read_records(self.path)
+            _check_complete_rows(self.path)
         except Exception as exc:  # noqa: BLE001 - TomebenchError or worse: either way, not a file to resume
-            raise UsageError(f"--resume: {exc}") from None
+            message = str(exc).removeprefix("--resume: ")
+            raise UsageError(f"--resume: {message}") from None
+        records = _unique(self.path, records)
         previous = self._previous()
         self._check_settings(settings, records, previous.get("settings"))
         self.groups = list(previous.get("groups", []))
@@ -85,9 +105,18 @@ class Journal:
                     "batch_size": t.batch_size, "error": t.error}
             for label, t in raw_times.items()
         })
-        # The times first: a crash between the two writes leaves times without their rows, never the reverse.
-        write_text_atomic(sidecar(self.path), json.dumps({"settings": self.settings, "groups": self.groups}, indent=1))
-        write_records([self.records[i] for i in sorted(self.records)] + self.others, self.path)
+        records = [self.records[i] for i in sorted(self.records)] + self.others
+        try:
+            # The times first: a crash between the two writes leaves times without their rows, never the reverse.
+            write_text_atomic(sidecar(self.path),
+                              json.dumps({"settings": self.settings, "groups": self.groups}, indent=1))
+            write_records(records, self.path)
+        except OSError as exc:
+            # A full disk or a vanished mount must not take the measured rows with it.
+            saved = rescue(records, COLUMNS, self.path)
+            where = f"all {len(records)} rows measured so far are in {saved}" if saved else (
+                "and no copy could be written anywhere either")
+            raise TomebenchError(f"could not save {self.path} ({exc.strerror or exc}); {where}") from None
         self.finished.update(added)  # only once they are on disk: an interrupted write must not count them
 
     def missing(self) -> list[Row]:
@@ -121,3 +150,32 @@ class Journal:
             if used != batch and f"out of memory at batch {batch};" not in record.get("note", ""):
                 raise UsageError(f"--resume: {self.path} was measured at batch {used}, this run asks for {batch}; "
                                  f"{hint}")
+
+
+def _check_complete_rows(path: Path) -> None:
+    """Refuse a row with fewer or more cells than the header (a truncated or hand-edited line)."""
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        bad = [(reader.line_num, len(row)) for row in reader if row and len(row) != len(header)]
+    if bad:
+        lines = ", ".join(f"line {line} ({cells} of {len(header)} cells)" for line, cells in bad[:5])
+        raise UsageError(f"--resume: {path} has {len(bad)} truncated or malformed row(s): {lines}; remove them "
+                         "(their configurations are then measured again) or drop --resume")
+
+
+def _unique(path: Path, records: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One record per configuration: exact repeats collapse, different rows of one configuration are refused
+    (which one a reader took would be chance)."""
+    first: dict[tuple[str, ...], int] = {}
+    kept = []
+    for n, record in enumerate(records):
+        key = identity(record)
+        if key not in first:
+            first[key] = n
+            kept.append(record)
+        elif records[first[key]] != record:
+            label = " ".join(f"{k}={v}" for k, v in zip(IDENTITY, key) if v)
+            raise UsageError(f"--resume: {path} has two different rows of one configuration ({label}): lines "
+                             f"{first[key] + 2} and {n + 2}; delete the wrong one or drop --resume")
+    return kept

@@ -15,7 +15,7 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from tomebench.demo import model as demo_model  # registers the demo ViT with timm
-from tomebench.errors import TomebenchError, UsageError
+from tomebench.errors import TomebenchError, UsageError, one_line
 
 # alias -> (timm name, what it is). The tags are the weights timm publishes for each architecture.
 ALIASES: dict[str, tuple[str, str]] = {
@@ -87,6 +87,10 @@ def create(name: str, pretrained: bool = True, checkpoint: Path | None = None, *
         raise UsageError(f"cannot create {timm_name} with {model_kwargs}: {str(exc).splitlines()[0]}") from None
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise _load_error(timm_name, checkpoint, exc) from None
+    except Exception as exc:  # noqa: BLE001 - timm asserts on bad arguments (global_pool="zz"): still one line
+        if model_kwargs:
+            raise UsageError(f"cannot create {timm_name} with {model_kwargs}: {one_line(exc)}") from None
+        raise TomebenchError(f"cannot create {timm_name}: {one_line(exc)}") from None
     model.eval()
     cfg = resolve_data_config({}, model=model)
     tag = model.pretrained_cfg.get("tag") if hasattr(model, "pretrained_cfg") else None

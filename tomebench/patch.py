@@ -15,11 +15,14 @@ an additive log(size) bias.
 from __future__ import annotations
 
 import functools
+import inspect
 import numbers
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.layers import Attention
@@ -105,10 +108,11 @@ def patch(
     check_supported(model)
     depth = len(model.blocks)
     name = REDUCERS.canonical(reducer)
+    check_reducer_options({name: options})
+    r = _whole_r(r)
     if name == "none":
         rs, label = (0,) * depth, "constant"
-    elif isinstance(schedule, str) and isinstance(r, numbers.Integral):
-        r = int(r)  # numpy and torch integers too
+    elif isinstance(schedule, str) and isinstance(r, int):
         rs, label = layer_schedule(r, depth, schedule), schedule
     else:
         rs = layer_schedule(r if isinstance(schedule, str) else schedule, depth)
@@ -132,6 +136,55 @@ def patch(
     model.__class__ = _patched_class(original)
     model._tome = info
     return model
+
+
+def _whole_r(r: object) -> int | tuple[int, ...]:
+    """r as an int, or a tuple of ints for a per-block list: Python, numpy and 0-d torch integers are accepted;
+    text ("8" would otherwise read as the list ["8"]), fractions and bools are refused."""
+    if isinstance(r, (torch.Tensor, np.ndarray)):
+        if r.dtype.is_floating_point if isinstance(r, torch.Tensor) else not np.issubdtype(r.dtype, np.integer):
+            raise UsageError(f"r must hold whole numbers, got a {r.dtype} {type(r).__name__}")
+        r = r.item() if r.ndim == 0 else r.tolist()
+    if isinstance(r, numbers.Integral) and not isinstance(r, bool):
+        return int(r)
+    if isinstance(r, Sequence) and not isinstance(r, (str, bytes)):
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in r):
+            return tuple(int(v) for v in r)
+    raise UsageError(f"r must be a whole number of tokens per block (8) or a per-block list of them ([8, 8, 4]), "
+                     f"got {r!r} ({type(r).__name__})")
+
+
+def check_reducer_options(options: dict[str, dict]) -> None:
+    """Every option must be a keyword the reducer function takes (after the tokens and r), with a value its
+    annotation allows (one of a Literal's choices, or an int/float/bool/str). Raises UsageError, worded for the
+    command line's `--opt REDUCER.KEY=VALUE` and the same from `patch(model, **options)`."""
+    for name, values in options.items():
+        accepted, hints = _reducer_options(REDUCERS.get(name))
+        for key, value in values.items():
+            if key not in accepted:
+                known = ", ".join(accepted) or "none"
+                raise UsageError(f"reducer {name} has no option {key!r} (its options: {known})")
+            hint = hints.get(key)
+            if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+                choices = ", ".join(map(str, typing.get_args(hint)))
+                raise UsageError(f"{name}.{key}={value}: choose one of {choices}")
+            if hint in (int, float, bool, str) and not _fits(value, hint):
+                raise UsageError(f"{name}.{key}={value!r}: expected a value of type {hint.__name__}")
+
+
+@functools.cache
+def _reducer_options(fn) -> tuple[list[str], dict]:
+    """The keyword options of a reducer function (after the tokens and r) and their annotations. Cached: `patch`
+    checks options on every call, and a sweep patches once per configuration per batch."""
+    return list(inspect.signature(fn).parameters)[2:], typing.get_type_hints(fn)
+
+
+def _fits(value: object, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def unpatch(model: nn.Module) -> nn.Module:
@@ -175,8 +228,20 @@ def _patched_class(original: type) -> type:
     return type(f"ToMe{original.__name__}", (_ToMeForward, original), {})
 
 
+def _new_patched(original: type) -> nn.Module:
+    """An empty instance of the patched class of `original` (pickle fills in its state): the patched class is
+    made at run time, so pickle cannot import it by name, but it can import this and the original class."""
+    cls = _patched_class(original)
+    return cls.__new__(cls)
+
+
 class _ToMeForward:
     """Forward methods placed in front of the original VisionTransformer class by `patch`."""
+
+    def __reduce_ex__(self, protocol: int):
+        # pickle.dumps, torch.save(model), copy.deepcopy: rebuilt through _new_patched with the same state
+        # (weights, and the PatchInfo that names the original class), so it loads patched in a fresh process.
+        return _new_patched, (self._tome.original_class,), self.__dict__
 
     def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         _refuse_masks(attn_mask, is_causal)

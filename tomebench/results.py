@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from tomebench.errors import UsageError
+from tomebench.outputs import check_writable  # noqa: F401  (its home was here; callers still import it from here)
 
 
 @dataclass(frozen=True)
@@ -104,20 +105,6 @@ def _git_sha() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
-
-
-def check_writable(path: Path) -> None:
-    """Fail before measuring, not after, when `path` cannot be written. Creates nothing: missing folders are
-    made when the first result is written."""
-    path = Path(path)
-    if path.exists() and path.is_dir():
-        raise UsageError(f"--out {path} is a directory; give a file name such as {path / 'sweep.csv'}")
-    parent = path.absolute().parent
-    existing = next(p for p in [parent, *parent.parents] if p.exists())
-    if not existing.is_dir():
-        raise UsageError(f"cannot write --out {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write --out {path}: permission denied")
 
 
 @contextmanager

@@ -137,6 +137,21 @@ def schedule_label(schedule: str | Sequence[int]) -> str:
 
 def parse_r_values(text: str) -> list[int]:
     """Parse an r specification: "16", "0,8,16", "0..24" (inclusive) or "0..24:4" (with a step)."""
+    return list(_parse_r(text))
+
+
+# A range longer than this stays a lazy `range`: no model has this many distinct r, and 0..10**13 must not
+# allocate a list before the sweep caps it at what the model can do (`distinct_r`).
+LAZY_RANGE = 10_000
+
+
+def parse_r_spec(text: str) -> tuple[int, ...] | range:
+    """parse_r_values for a sweep plan: a tuple, or a `range` when the range is long (see LAZY_RANGE)."""
+    values = _parse_r(text)
+    return values if isinstance(values, range) and len(values) > LAZY_RANGE else tuple(values)
+
+
+def _parse_r(text: str) -> range | list[int]:
     spec = text.strip()
     m = re.fullmatch(r"(\d+)\s*\.\.\s*(\d+)(?:\s*:\s*(\d+))?", spec)
     if m:
@@ -145,13 +160,59 @@ def parse_r_values(text: str) -> list[int]:
             raise UsageError(f"bad r range {text!r}: the step must be >= 1, as in 0..24:4.")
         if stop < start:
             raise UsageError(f"bad r range {text!r}: the end is below the start; write it as {stop}..{start}.")
-        return list(range(start, stop + 1, step))
+        return range(start, stop + 1, step)
     if re.fullmatch(r"\d+(\s*,\s*\d+)*", spec):
         values = [int(v) for v in spec.split(",")]
         return list(dict.fromkeys(values))
     if re.fullmatch(r"-\d+", spec) or re.search(r"(^|,)\s*-\d", spec):
         raise UsageError(f"bad r {text!r}: r counts tokens removed per layer and must be >= 0.")
     raise UsageError(f"bad r {text!r}: use a number (16), a list (0,8,16) or a range (0..24 or 0..24:4).")
+
+
+def saturation_r(schedule: str, depth: int, num_tokens: int, num_prefix_tokens: int) -> int:
+    """An r from which a named schedule removes the same tokens in every block whatever r is (an upper bound on
+    the smallest such r; `distinct_r` measures below it exactly).
+
+    A block removes at most M = (N - prefix) // 2 tokens. Block i's share of r is c_i = 1 + T (2i - (d - 1)) /
+    (d - 1) (the authors' line; their formula truncates twice, so it asks for more than r c_i - 2; the exact
+    variant for at least floor(r c_i)); a block whose share is 0 always asks for 0. Once r c_i - 2 >= M for every
+    positive c_i, every block asks for M or more, and the effective schedule no longer changes.
+    """
+    most = max(num_tokens - num_prefix_tokens, 0) // 2
+    kind, slope = inflection(schedule)
+    if depth == 1:
+        shares = [Fraction(1) if kind == INFLECTION_EXACT or slope == 0 else 1 - slope]
+    else:
+        shares = [1 + slope * Fraction(2 * i - (depth - 1), depth - 1) for i in range(depth)]
+    positive = [c for c in shares if c > 0]
+    if not positive:
+        return 0
+    return math.ceil((most + 2) / min(positive))
+
+
+def distinct_r(
+    r_values: Sequence[int], schedule: str, depth: int, num_tokens: int, num_prefix_tokens: int
+) -> tuple[list[int], int]:
+    """The r values whose effective per-block schedules differ, first of each kept, in the order given; and the
+    saturation r above which all are one. Looks at no more than the values up to the saturation r (plus the
+    first above it), so a range of 10**13 costs nothing."""
+    cap = saturation_r(schedule, depth, num_tokens, num_prefix_tokens)
+    if isinstance(r_values, range) and r_values.step > 0:
+        below = max(0, min(len(r_values), (cap - r_values.start) // r_values.step + 1))
+        candidates: Sequence[int] = r_values[: below + 1]
+    else:
+        candidates = r_values
+    def key(r: int) -> tuple[int, ...]:
+        return effective_schedule(layer_schedule(r, depth, schedule), num_tokens, num_prefix_tokens)[0]
+
+    saturated = key(cap)
+    kept, seen = [], set()
+    for r in candidates:
+        key_r = saturated if r >= cap else key(r)
+        if key_r not in seen:
+            seen.add(key_r)
+            kept.append(r)
+    return kept, cap
 
 
 def full_r(num_tokens: int, num_prefix_tokens: int, depth: int) -> int:

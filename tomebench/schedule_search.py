@@ -7,6 +7,7 @@ reads the CSV back: the sampled schedules on the speed-accuracy frontier, and th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pandas as pd
@@ -14,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from tomebench.cost import count_gflops
+from tomebench.errors import UsageError
 from tomebench.models import LoadedModel
 from tomebench.patch import num_input_tokens, num_prefix_tokens, patch, unpatch
 from tomebench.plots import pareto_frontier, usable
@@ -43,6 +45,9 @@ def r_for_speedup(loaded: LoadedModel, target: float) -> tuple[int, list[float]]
 def plan(samples: int, target_speedup: float, seed: int = 0) -> Callable[[LoadedModel], list[Config]]:
     """Configurations for the search: the named schedules at r from r*/2 to 3r*/2 (r* from the target speedup,
     capped at the full r), then `samples` random schedules whose totals span the same budget range."""
+    if samples < 0 or not (1 <= target_speedup < math.inf):  # written so that NaN fails it too
+        raise UsageError(f"--samples must be >= 0 and --target-speedup a number >= 1; got {samples} and "
+                         f"{target_speedup}")
 
     def configs(loaded: LoadedModel) -> list[Config]:
         model = loaded.model

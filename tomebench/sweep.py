@@ -8,14 +8,13 @@ interleaved against the unpatched model; then one accuracy pass over the data fo
 from __future__ import annotations
 
 import inspect
-import typing
 import os
 import platform
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -28,6 +27,7 @@ from tomebench.errors import TomebenchError, UsageError, one_line
 from tomebench.evaluate import Accuracy, evaluate_in_one_pass
 from tomebench.models import LoadedModel, create
 from tomebench.patch import (
+    check_reducer_options,
     check_supported,
     default_prop_attn,
     num_input_tokens,
@@ -39,11 +39,14 @@ from tomebench.patch import (
 )
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, capture_environment
-from tomebench.schedule import full_r, layer_schedule, parse_schedule, schedule_label
+from tomebench.schedule import distinct_r, full_r, layer_schedule, parse_schedule, schedule_label
 from tomebench.timing import NOISY_SPREAD, Candidate, Timing, TimingPlan, time_interleaved
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# No device holds a million-image batch of any ViT; a larger --batch-size is a typo (and 10**20 would overflow).
+MAX_BATCH_SIZE = 1 << 20
 DEMO_DATA = "demo"
+T = TypeVar("T")
 SYNTHETIC = "synthetic"
 
 
@@ -53,7 +56,9 @@ class SweepSpec:
 
     model: str = "demo"
     reducers: tuple[str, ...] = ("tome",)
-    r: tuple[int, ...] | None = None  # None: 0 .. full_r, every token spent by the last block
+    # None: 0 .. full_r, every token spent by the last block. A long range stays a `range`; it is capped at what
+    # the model can do when planned.
+    r: tuple[int, ...] | range | None = None
     schedule: str = "constant"  # a named schedule ("decreasing", "inflection:-0.5", ...) or a list "16,12,8"
     prop_attn: bool | None = None  # None: on for supervised models, off for MAE (as in the paper)
     batch_size: int | None = None  # None: 256 on CUDA (the paper's), 32 on CPU
@@ -94,12 +99,19 @@ class Progress(Protocol):
 
     def advance(self, amount: int = 1) -> None: ...
 
+    def note(self, text: str) -> None:
+        """One line the user should read, not an error (optional: progress objects without it skip notes)."""
+        ...
+
 
 class _Silent:
     def phase(self, name: str, total: int) -> None:
         pass
 
     def advance(self, amount: int = 1) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
 
@@ -135,8 +147,11 @@ def autocast_for(device: torch.device, dtype: str) -> Callable[[], AbstractConte
     return lambda: torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
-def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
-    """The unpatched baseline first, then every (reducer, r), reducers in the order given (or spec.configs)."""
+def plan_configs(spec: SweepSpec, loaded: LoadedModel, notes: list[str] | None = None) -> list[Config]:
+    """The unpatched baseline first, then every (reducer, r), reducers in the order given (or spec.configs).
+
+    r values that give the same effective per-block schedule on this model (every r above what its tokens allow,
+    say) are one configuration: the first is kept, and a line added to `notes` says so."""
     model = loaded.model
     depth = len(model.blocks)
     if spec.configs is not None:
@@ -152,6 +167,8 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
         if isinstance(schedule, tuple):
             # An explicit per-block list is one configuration; its r is the mean tokens removed per block.
             r_values = (sum(schedule) // depth,)
+        else:
+            r_values = _distinct_r(r_values, schedule, loaded, notes if notes is not None else [])
         planned = []
         for name in dict.fromkeys(REDUCERS.canonical(n) for n in spec.reducers):
             if name != "none":
@@ -163,6 +180,27 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel) -> list[Config]:
         if isinstance(cfg.schedule, tuple):
             layer_schedule(cfg.schedule, depth)  # one r per block, exactly: refuses short and long lists alike
     return [Config("none", 0)] + [cfg for cfg in planned if cfg.reducer != "none"]
+
+
+def _distinct_r(r_values, schedule: str, loaded: LoadedModel, notes: list[str]) -> list[int]:
+    model = loaded.model
+    kept, cap = distinct_r(r_values, schedule, len(model.blocks), num_input_tokens(model), num_prefix_tokens(model))
+    if len(kept) < len(r_values):
+        notes.append(f"{len(r_values)} r values asked, {len(kept)} distinct on {loaded.name}: from r={cap} on, every "
+                     f"block of the {schedule} schedule removes as many tokens as it can, and r values with the same "
+                     f"per-block schedule are measured once (r={_runs(kept)})")
+    return kept
+
+
+def _runs(values: list[int]) -> str:
+    """[0, 1, 2, 3, 7, 9, 10] -> "0..3,7,9..10": a long list of r in a line that stays short."""
+    parts: list[list[int]] = []
+    for v in values:
+        if parts and v == parts[-1][-1] + 1:
+            parts[-1].append(v)
+        else:
+            parts.append([v])
+    return ",".join(f"{p[0]}..{p[-1]}" if len(p) > 2 else ",".join(map(str, p)) for p in parts)
 
 
 def canonical_options(reducer: str, options: dict) -> tuple[tuple[str, object], ...]:
@@ -207,33 +245,6 @@ def _option_value(text: str) -> int | float | bool | str:
         except ValueError:
             pass
     return text
-
-
-def check_reducer_options(options: dict[str, dict]) -> None:
-    """Every option must be a keyword the reducer function takes (after the tokens and r), with a value its
-    annotation allows (one of a Literal's choices, or an int/float/bool/str)."""
-    for name, values in options.items():
-        fn = REDUCERS.get(name)
-        accepted = list(inspect.signature(fn).parameters)[2:]
-        hints = typing.get_type_hints(fn)
-        for key, value in values.items():
-            if key not in accepted:
-                known = ", ".join(accepted) or "none"
-                raise UsageError(f"reducer {name} has no option {key!r} (its options: {known})")
-            hint = hints.get(key)
-            if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
-                choices = ", ".join(map(str, typing.get_args(hint)))
-                raise UsageError(f"{name}.{key}={value}: choose one of {choices}")
-            if hint in (int, float, bool, str) and not _fits(value, hint):
-                raise UsageError(f"{name}.{key}={value!r}: expected a value of type {hint.__name__}")
-
-
-def _fits(value: object, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
 
 
 def data_source(spec: SweepSpec, loaded: LoadedModel) -> str:
@@ -315,18 +326,26 @@ def run_sweep(
     spec = executor.resolve(spec)
     setup = Setup.build(spec, measures_here=isinstance(executor, LocalExecutor))
     done = sink.begin(_settings(spec, setup), setup.planned)
-    todo = [i for i in range(len(setup.configs)) if i not in done]
-    if not todo:
-        return []
-    env = capture_environment("")
+    try:
+        note = getattr(progress, "note", None)  # optional in a Progress: without it, notes go unsaid
+        for text in setup.notes if note is not None else ():
+            note(text)
+        todo = [i for i in range(len(setup.configs)) if i not in done]
+        if not todo:
+            return []
+        env = capture_environment("")
 
-    def finished(rows: list[Row], raw: dict[str, Timing]) -> list[Row]:
-        # The device name comes from the process that measured the row (on a cluster, not this one).
-        rows = [row.with_environment(replace(env, device_name=row.device_name)) for row in rows]
-        sink.add(rows, raw)
-        return rows
+        def finished(rows: list[Row], raw: dict[str, Timing]) -> list[Row]:
+            # The device name comes from the process that measured the row (on a cluster, not this one).
+            rows = [row.with_environment(replace(env, device_name=row.device_name)) for row in rows]
+            sink.add(rows, raw)
+            return rows
 
-    return executor.run(setup, _groups(todo, spec.group_size), finished, progress)
+        return executor.run(setup, _groups(todo, spec.group_size), finished, progress)
+    finally:
+        end = getattr(sink, "end", None)  # optional: a sink holding a resource (the journal's lock) lets go
+        if end is not None:
+            end()
 
 
 class Executor(Protocol):
@@ -362,6 +381,18 @@ class LocalExecutor:
         return rows
 
 
+def _synthetic_batch(batch_size: int, shape: tuple[int, ...], device: torch.device | None) -> Tensor:
+    """(n, *shape) seeded noise, on `device` when given. n is batch_size, or half of it as often as needed for the
+    host or the device to hold it: the same backoff (`largest_that_fits`) as each configuration's full batch
+    gets in `_check`, which then starts from the batch that was allocated."""
+
+    def allocate(size: int) -> Tensor:
+        batch = torch.randn((size, *shape), generator=torch.Generator().manual_seed(0))
+        return batch if device is None else batch.to(device)
+
+    return largest_that_fits(allocate, batch_size, device)[0]
+
+
 @dataclass
 class Setup:
     """What any process measuring a spec builds from it: the model on its device, the synthetic batch, the
@@ -376,7 +407,8 @@ class Setup:
     configs: list[Config]
     planned: list[Row]  # each configuration's identity: a Row without measurements
     base: Row
-    batch: Tensor  # (batch_size, 3, H, W) synthetic images on the device
+    batch: Tensor  # (batch_size, 3, H, W) synthetic images on the device; fewer if the host ran out of memory
+    notes: tuple[str, ...] = ()  # what the user should know about the plan (r values that coincide)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -393,6 +425,9 @@ class Setup:
         device = resolve_device(spec.device) if measures_here or spec.device == "auto" else torch.device(spec.device)
         dtype = resolve_dtype(spec.dtype, device)
         parse_schedule(spec.schedule)
+        if spec.configs is None and not spec.reducers:
+            raise UsageError("no reducer to measure (--reducers is empty): name at least one, e.g. --reducers "
+                             "tome,prune")
         for name in spec.reducers:
             REDUCERS.canonical(name)
         check_reducer_options(spec.reducer_options)
@@ -401,6 +436,9 @@ class Setup:
                                    ("--group-size", spec.group_size, 0)):
             if value is not None and value < least:
                 raise UsageError(f"{flag} must be >= {least}, got {value}")
+        if spec.batch_size is not None and spec.batch_size > MAX_BATCH_SIZE:
+            raise UsageError(f"--batch-size {spec.batch_size} is absurd: at most {MAX_BATCH_SIZE} images per batch "
+                             "(a batch that does not fit is halved until it does)")
         with torch.random.fork_rng(devices=[]):
             # Randomly initialised models (--no-pretrained) come out the same on every run and in every process;
             # the caller's RNG is untouched.
@@ -408,7 +446,8 @@ class Setup:
             loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint, **spec.model_kwargs)
         check_supported(loaded.model)
         images = resolve_images(spec, loaded)
-        configs = plan_configs(spec, loaded)
+        notes: list[str] = []
+        configs = plan_configs(spec, loaded, notes)
         batch_size = spec.batch_size or (256 if device.type == "cuda" else 32)
         if measures_here:
             loaded.model.to(device)
@@ -425,11 +464,8 @@ class Setup:
             param_count=round(loaded.param_count, 3),
         )
         planned = [_identity(base, cfg, loaded.model) for cfg in configs]
-        gen = torch.Generator().manual_seed(0)
-        batch = torch.randn((batch_size, *loaded.data_config["input_size"]), generator=gen)
-        if measures_here:
-            batch = batch.to(device)
-        return cls(spec, device, dtype, loaded, images, configs, planned, base, batch)
+        batch = _synthetic_batch(batch_size, tuple(loaded.data_config["input_size"]), device if measures_here else None)
+        return cls(spec, device, dtype, loaded, images, configs, planned, base, batch, tuple(notes))
 
     def prepare(self, i: int) -> Callable[[], None]:
         """A function that switches the model to configuration i."""
@@ -462,7 +498,8 @@ def measure_throughput(setup: Setup, group: list[int], progress: Progress | None
     progress.phase(f"checking{tag}", len(timed))
     for i in timed:
         if i not in checks:
-            checks[i] = _check(setup.model, setup.prepare(i), setup.batch, setup.autocast, setup.device)
+            checks[i] = _check(setup.model, setup.prepare(i), setup.batch, setup.autocast, setup.device,
+                               setup.base.infer_batch_size)
         progress.advance()
     timed = [i for i in timed if checks[i].error is None]
     plan = TimingPlan.for_device(setup.device, setup.spec.repeats)
@@ -585,18 +622,34 @@ class Check:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or an allocator failure on the host."""
-    if isinstance(exc, torch.OutOfMemoryError):
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc).lower()
     return "out of memory" in text or "can't allocate memory" in text
 
 
-def _check(model, prepare, batch, autocast, device) -> Check:
+def largest_that_fits(run: Callable[[int], T], size: int, device: torch.device | None) -> tuple[T, int]:
+    """run(size), halving size after each out-of-memory error until it fits: (what it returned, the size). The
+    last error is raised if even 1 does not fit; any other error at once."""
+    while True:
+        try:
+            return run(size), size
+        except Exception as exc:  # noqa: BLE001 - only out of memory is retried; the rest is re-raised
+            if size == 1 or not is_out_of_memory(exc):
+                raise
+            if device is not None and device.type == "cuda":
+                torch.cuda.empty_cache()
+            size //= 2
+
+
+def _check(model, prepare, batch, autocast, device, requested: int | None = None) -> Check:
     """Switch to the configuration, count its cost on one image, and run one full batch.
 
     A batch that runs out of memory is halved until one fits (down to 1 image); the size that fit is the one
-    this configuration is timed and evaluated with.
+    this configuration is timed and evaluated with. `requested` is the batch asked for, when the synthetic batch
+    itself had to be smaller.
     """
+    requested = requested or len(batch)
     one = batch[:1]
     try:
         prepare()
@@ -604,22 +657,19 @@ def _check(model, prepare, batch, autocast, device) -> Check:
         with torch.inference_mode():
             tokens = final_tokens(model, one)
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its row's error
-        return Check(error=_failure(exc, device), batch_size=len(batch))
-    size = len(batch)
-    while True:
-        try:
-            with torch.inference_mode(), autocast():
-                model(batch[:size])
-            break
-        except Exception as exc:  # noqa: BLE001
-            if size == 1 or not is_out_of_memory(exc):
-                return Check(error=_failure(exc, device), batch_size=len(batch))
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            size //= 2
+        return Check(error=_failure(exc, device), batch_size=requested)
+
+    def forward(size: int) -> None:
+        with torch.inference_mode(), autocast():
+            model(batch[:size])
+
+    try:
+        _, size = largest_that_fits(forward, len(batch), device)
+    except Exception as exc:  # noqa: BLE001
+        return Check(error=_failure(exc, device), batch_size=requested)
     info = patch_info(model)
     clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
-    backoff = None if size == len(batch) else f"out of memory at batch {len(batch)}; measured at batch {size}"
+    backoff = None if size == requested else f"out of memory at batch {requested}; measured at batch {size}"
     return Check(gflops=gflops, tokens_final=tokens, clamp_note=clamp, batch_size=size, backoff_note=backoff)
 
 
@@ -718,5 +768,10 @@ def _cpu_model() -> str | None:
 
 def describe(spec: SweepSpec) -> str:
     """One line naming what a spec measures, for progress titles."""
-    r = "full range" if spec.r is None else schedule_label(list(spec.r))
+    if spec.r is None:
+        r = "full range"
+    elif isinstance(spec.r, range):
+        r = f"{spec.r.start}..{spec.r[-1]}" + (f":{spec.r.step}" if spec.r.step != 1 else "") if spec.r else "none"
+    else:
+        r = schedule_label(list(spec.r))
     return f"{spec.model}: {','.join(spec.reducers)} r={r}"

@@ -206,6 +206,13 @@ def distinct_r(
         return effective_schedule(layer_schedule(r, depth, schedule), num_tokens, num_prefix_tokens)[0]
 
     saturated = key(cap)
+    # Requests grow with r in every block, so the r values that reach the saturated schedule are all those from
+    # some r on: find the first one, so that what is reported is exact, not the bound.
+    low, high = 0, cap
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if key(middle) == saturated else (middle + 1, high)
+    cap = low
     kept, seen = [], set()
     for r in candidates:
         key_r = saturated if r >= cap else key(r)

@@ -45,6 +45,7 @@ from tomebench.sweep import (
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
     help="Measure what token reduction (ToMe and friends) buys a timm Vision Transformer.",

@@ -68,6 +68,11 @@ class Row:
     tomebench: str | None = None
     git_sha: str | None = None
     timestamp: str | None = None
+    # Appended later (older CSVs lack them; `read_csv` fills them empty). Raw images/s of different timing groups
+    # are not comparable, so each row names its own reference and the spread of its paired speedup.
+    baseline_samples_per_sec: float | None = None  # the unpatched model's images/s in this row's timing group
+    speedup_p10: float | None = None  # p10 and p90 of the per-round paired ratios whose median is `speedup`
+    speedup_p90: float | None = None
 
     def with_environment(self, env: Environment) -> Row:
         return replace(self, **asdict(env))

@@ -137,13 +137,6 @@ def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=plots.main_fig
         raise TomebenchError(f"every configuration failed; see the error column of {out}")
 
 
-def _ablation_figure(frame: pd.DataFrame):
-    """Speedup against accuracy, one point per option; speedup per option without accuracy."""
-    if plots.usable(frame)["top1"].notna().any():
-        return plots.speed_accuracy(frame, "speedup")
-    return plots.metric_vs_r(frame, "speedup", "speedup over unpatched (x)")
-
-
 SUMMARY_ROWS = 60  # a longer CSV (a schedule search) is not printed row by row
 
 
@@ -302,7 +295,7 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
             except TomebenchError as exc:
                 raise UsageError(f"--baseline: {exc}") from None
         out = params["out"] or _default_out(command, spec.model)
-        figure = {"ablate": _ablation_figure, "schedules": search.figure}.get(command, plots.main_figure)
+        figure = {"schedules": search.figure}.get(command, plots.main_figure)
         _run(spec, out, params["resume"], figure, _executor(params))
         if command == "ablate":
             _ablation_report(out)
@@ -554,7 +547,7 @@ def schedules_command(
 PLOTS = {
     "speed-accuracy": lambda frame: plots.speed_accuracy(frame),
     "top1-vs-r": lambda frame: plots.metric_vs_r(frame, "top1", "top-1 accuracy (%)"),
-    "speedup-vs-r": lambda frame: plots.metric_vs_r(frame, "speedup", "speedup over unpatched (x)"),
+    "speedup-vs-r": lambda frame: plots.metric_vs_r(frame, "speedup", plots.SPEEDUP_LABEL),
     "gflops-vs-r": lambda frame: plots.metric_vs_r(frame, "infer_gflops", "GFLOPs per image"),
 }
 

@@ -145,6 +145,10 @@ def unpatch(model: nn.Module) -> nn.Module:
 
 def forward_with_state(model: VisionTransformer, x: Tensor) -> tuple[Tensor, TokenState]:
     """Run a patched model on images x (B, 3, H, W); return logits and the final TokenState."""
+    if patch_info(model) is None:
+        # Without a patch there is no token state to return (and a bare AttributeError would not say why).
+        raise UsageError(f"forward_with_state needs a patched model, and this {type(model).__name__} is not patched: "
+                         "call tomebench.patch(model, reducer, r) first (r=0 keeps every token)")
     feats, state = _forward_tokens(model, x)
     return _forward_head(model, feats, state.size), state
 

@@ -8,7 +8,6 @@ interleaved against the unpatched model; then one accuracy pass over the data fo
 from __future__ import annotations
 
 import inspect
-import typing
 import os
 import platform
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from tomebench.patch import (
     token_counts,
     unpatch,
 )
+from tomebench.reducer_options import options_of
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, capture_environment
 from tomebench.schedule import full_r, parse_schedule, schedule_label
@@ -216,19 +216,16 @@ def check_reducer_options(options: dict[str, dict]) -> None:
     """Every option must be a keyword the reducer function takes (after the tokens and r), with a value its
     annotation allows (one of a Literal's choices, or an int/float/bool/str)."""
     for name, values in options.items():
-        fn = REDUCERS.get(name)
-        accepted = list(inspect.signature(fn).parameters)[2:]
-        hints = typing.get_type_hints(fn)
+        accepted = {option.name: option for option in options_of(REDUCERS.get(name))}
         for key, value in values.items():
             if key not in accepted:
                 known = ", ".join(accepted) or "none"
                 raise UsageError(f"reducer {name} has no option {key!r} (its options: {known})")
-            hint = hints.get(key)
-            if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
-                choices = ", ".join(map(str, typing.get_args(hint)))
-                raise UsageError(f"{name}.{key}={value}: choose one of {choices}")
-            if hint in (int, float, bool, str) and not _fits(value, hint):
-                raise UsageError(f"{name}.{key}={value!r}: expected a value of type {hint.__name__}")
+            option = accepted[key]
+            if option.choices is not None and value not in option.choices:
+                raise UsageError(f"{name}.{key}={value}: choose one of {', '.join(map(str, option.choices))}")
+            if option.kind is not None and not _fits(value, option.kind):
+                raise UsageError(f"{name}.{key}={value!r}: expected a value of type {option.kind.__name__}")
 
 
 def _fits(value: object, kind: type) -> bool:

@@ -106,7 +106,7 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
                            elinewidth=0.8, alpha=0.9, label=reducer, zorder=3)
         colour = bars.lines[0].get_color()
         if len(rows) > 1 and monotone(rows[x]):
-            ax.plot(rows[x], rows["top1"], color=colour, linewidth=1, alpha=0.5, zorder=2)
+            ax.plot(rows[x], rows["top1"], color=colour, linewidth=1, alpha=0.5, zorder=2, label=f"_{reducer} in r order")
         for position, (_, row) in enumerate(rows.iterrows()):
             end = position in (0, len(rows) - 1)
             points.append((row[x], row["top1"], f"r={row['r']}", 1 if end else 2, colour))

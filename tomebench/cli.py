@@ -349,6 +349,7 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
         )
         baseline = params.get("baseline")
         if baseline is not None:
+            tolerances = Tolerances(acc=params["acc_tol"], speedup=params["speedup_tol"])  # bad ones fail now
             try:
                 read_csv(baseline)  # an unusable baseline fails now, not after the sweep
             except TomebenchError as exc:
@@ -359,7 +360,6 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
         if command == "ablate":
             _ablation_report(out)
         if baseline is not None:
-            tolerances = Tolerances(acc=params["acc_tol"], speedup=params["speedup_tol"])
             _check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
     except TomebenchError as exc:
         raise _fail(exc) from None
@@ -401,9 +401,10 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _check(current: Path, baseline: Path, metrics, tolerances: Tolerances, report: Path | None, as_json: bool):
+    if report is not None:
+        check_writable(report, "--report")
     result = check_csv(read_csv(current), read_csv(baseline), tuple(metrics), tolerances)
     if report is not None:
-        check_writable(report)
         write_text_atomic(report, to_markdown(result, str(current), str(baseline)))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -415,7 +416,8 @@ def _check(current: Path, baseline: Path, metrics, tolerances: Tolerances, repor
 
 
 def _check_table(result: CheckResult) -> Table:
-    """One line per configuration: each metric as baseline -> current, and what failed."""
+    """One line per compared configuration: each metric as baseline -> current, and what failed; configurations on
+    one side only in one line per side."""
     table = Table(title=f"check: {result.compared} configurations compared")
     table.add_column("configuration", overflow="fold")
     for name in result.metrics:
@@ -425,22 +427,38 @@ def _check_table(result: CheckResult) -> Table:
     for finding in result.findings:
         by_config.setdefault(finding.config, {})[finding.metric] = finding
     for config, found in by_config.items():
-        cells = [f"{f.baseline:.4g} -> {f.current:.4g}" if (f := found.get(m)) else "-" for m in result.metrics]
-        bad = [f"{f.metric} {change(f)}" for f in found.values() if f.status == "regressed"]
-        good = [f"{f.metric} {change(f)}" for f in found.values() if f.status == "improved"]
-        status = f"[bold red]regressed: {', '.join(bad)}[/]" if bad else (
-            f"[green]improved: {', '.join(good)}[/]" if good else "ok")
-        table.add_row(config, *cells, status)
+        cells = [_check_cell(found.get(m)) for m in result.metrics]
+        statuses = []
+        for status, style in (("regressed", "bold red"), ("unmeasured", "bold red"), ("not comparable", "bold red"),
+                              ("improved", "green")):
+            hit = [f"{f.metric} {change(f)}" if status in ("regressed", "improved") else f.metric
+                   for f in found.values() if f.status == status]
+            if hit:
+                statuses.append(f"[{style}]{status}: {escape(', '.join(hit))}[/]")
+        table.add_row(escape(config), *cells, "; ".join(statuses) or "ok")
     blank = ["-"] * len(result.metrics)
-    for configs, status in ((result.errors, "[bold red]error[/]"), (result.missing_in_current, "[bold red]missing now[/]"),
-                            (result.known_errors, "error (in the baseline too)"), (result.missing_in_baseline, "new")):
+    for configs, status in ((result.errors, "[bold red]error[/]"), (result.known_errors, "error (in the baseline too)")):
         for config in configs:
-            table.add_row(config, *blank, status)
+            table.add_row(escape(config), *blank, status)
+    for summary, status in ((result.missing_in_current_summary, "[bold red]missing now[/]"),
+                            (result.missing_in_baseline_summary, "new")):
+        if summary:
+            table.add_row(escape(summary), *blank, status)
     return table
 
 
+def _check_cell(finding) -> str:
+    if finding is None:
+        return "-"
+    if finding.status == "unmeasured":
+        return f"{finding.baseline:.4g} -> unmeasured"
+    return f"{finding.baseline:.4g} -> {finding.current:.4g}"
+
+
 def _check_verdict(result: CheckResult) -> str:
-    parts = [f"{len(result.regressions)} regression(s)", f"{len(result.improvements)} improvement(s)",
+    incomparable = sum(f.status == "not comparable" for f in result.findings)
+    regressions = len(result.regressions) - incomparable
+    parts = [f"{regressions} regression(s)", f"{incomparable} not comparable", f"{len(result.improvements)} improvement(s)",
              f"{len(result.errors)} error row(s)", f"{len(result.missing_in_current)} missing",
              f"{len(result.missing_in_baseline)} new"]
     head = "[bold green]check passed[/]" if result.passed else "[bold red]check failed[/]"

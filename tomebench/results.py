@@ -111,18 +111,19 @@ def _git_sha() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, option: str = "--out") -> None:
     """Fail before measuring, not after, when `path` cannot be written. Creates nothing: missing folders are
-    made when the first result is written."""
+    made when the first result is written. `option` is the flag the message names."""
     path = Path(path)
     if path.exists() and path.is_dir():
-        raise UsageError(f"--out {path} is a directory; give a file name such as {path / 'sweep.csv'}")
+        example = path / ("check.md" if option == "--report" else "sweep.csv")
+        raise UsageError(f"{option} {path} is a directory; give a file name such as {example}")
     parent = path.absolute().parent
     existing = next(p for p in [parent, *parent.parents] if p.exists())
     if not existing.is_dir():
-        raise UsageError(f"cannot write --out {path}: {existing} is a file, not a folder")
+        raise UsageError(f"cannot write {option} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write --out {path}: permission denied")
+        raise UsageError(f"cannot write {option} {path}: permission denied")
 
 
 @contextmanager
@@ -210,4 +211,16 @@ def read_csv(path: Path) -> pd.DataFrame:
         frame[name] = pd.NA
     frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
     frame.attrs["absent_columns"] = tuple(absent)  # filled in empty above; check refuses to join on those
+    frame.attrs["nonfinite_cells"] = _nonfinite_cells(path)
     return frame
+
+
+NONFINITE_TEXT = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def _nonfinite_cells(path: Path) -> tuple[tuple[int, str], ...]:
+    """(row position, column) of every cell written as NaN or inf. pandas reads a literal "nan" exactly as it reads
+    an empty cell, but an empty cell means "not measured" and a NaN one means a measurement went wrong."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return tuple((position, column) for column in raw.columns
+                 for position, text in enumerate(raw[column]) if text.strip().lower() in NONFINITE_TEXT)

@@ -40,6 +40,7 @@ METRICS = {
 }
 DEFAULT_METRICS = ("top1", "top5", "speedup", "gflops", "tokens")
 FAILING = ("regressed", "unmeasured", "not comparable")
+LIST_AT_MOST = 5  # a Markdown report lists up to this many one-side-only configurations, else one summary line
 NONFINITE = "_nonfinite"  # a column added while joining: the row's cells written as NaN or inf
 # How the no-match message names identity columns.
 FIELD_NAMES = {"infer_batch_size": "batch size", "infer_img_size": "image size", "reducer_options": "reducer options",
@@ -340,20 +341,23 @@ def to_markdown(result: CheckResult, current_name: str, baseline_name: str) -> s
         ("In the baseline, missing now", result.missing_in_current_summary, result.missing_in_current),
         ("New (not in the baseline)", result.missing_in_baseline_summary, result.missing_in_baseline),
     ):
-        if items:
+        if len(items) > LIST_AT_MOST:
             # One line, the full list folded away: a sweep's worth of new rows would bury the verdict.
             lines += [f"### {title}", "", md_cell(summary), "", "<details><summary>all of them</summary>", ""]
             lines += [f"- {md_cell(item)}" for item in items] + ["", "</details>", ""]
+        elif items:
+            lines += [f"### {title}", ""] + [f"- {md_cell(item)}" for item in items] + [""]
     if result.passed and not result.improvements:
         lines.append("Everything within tolerance.")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def md_cell(text: str) -> str:
-    """Text safe inside a Markdown table cell or list item: pipes, backslashes, markup characters and line breaks
-    escaped, so it shows as written."""
+    """Text safe inside a Markdown table cell or list item: pipes, backslashes, emphasis, code and HTML characters
+    and line breaks escaped, so it shows as written. (An underscore inside a word is never emphasis on GitHub, so
+    model names stay readable in the raw text.)"""
     text = " ".join(str(text).split())
-    for char in "\\`*_[]<>|#":
+    for char in "\\`*<>|":
         text = text.replace(char, "\\" + char)
     return text
 

@@ -458,7 +458,8 @@ def _check_cell(finding) -> str:
 def _check_verdict(result: CheckResult) -> str:
     incomparable = sum(f.status == "not comparable" for f in result.findings)
     regressions = len(result.regressions) - incomparable
-    parts = [f"{regressions} regression(s)", f"{incomparable} not comparable", f"{len(result.improvements)} improvement(s)",
+    parts = [f"{regressions} regression(s)"] + ([f"{incomparable} not comparable"] if incomparable else []) + [
+             f"{len(result.improvements)} improvement(s)",
              f"{len(result.errors)} error row(s)", f"{len(result.missing_in_current)} missing",
              f"{len(result.missing_in_baseline)} new"]
     head = "[bold green]check passed[/]" if result.passed else "[bold red]check failed[/]"

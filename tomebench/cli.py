@@ -77,31 +77,40 @@ def main(
 ) -> None:
     """Measure what token reduction (ToMe and friends) buys a timm Vision Transformer."""
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", metavar="NAME", help="Alias (see `tomebench models`) or any timm name.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", metavar="NAME",
+                                       help="Alias (see `tomebench models`) or any timm name.")]
 ROpt = Annotated[
-    Optional[str], typer.Option("--r", metavar="R", help="r values: 16, 0,8,16, 0..24 or 0..24:4. Default: 0 to the model's full r.")
+    Optional[str], typer.Option("--r", metavar="R",
+                                help="r values: 16, 0,8,16, 0..24 or 0..24:4. Default: 0 to the model's full r.")
 ]
 ScheduleOpt = Annotated[
     str,
-    typer.Option(metavar="SCHEDULE", help="constant, decreasing (2r down to 0), increasing (0 up to 2r), inflection:T (T in [-1, 1] "
+    typer.Option(metavar="SCHEDULE",
+                 help="constant, decreasing (2r down to 0), increasing (0 up to 2r), inflection:T (T in [-1, 1] "
                  "between them) or a per-block list 16,12,8."),
 ]
 PropAttnOpt = Annotated[
     Optional[bool], typer.Option("--prop-attn/--no-prop-attn", help="Proportional attention. Default: the paper's.")
 ]
-BatchOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Images per batch. Default: 256 on CUDA, 32 on CPU.")]
+BatchOpt = Annotated[Optional[int], typer.Option(metavar="N",
+                                                 help="Images per batch. Default: 256 on CUDA, 32 on CPU.")]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto (cuda if available), cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[Optional[str], typer.Option(metavar="DTYPE", help="fp32, fp16 or bf16 (autocast). Default: fp16 on CUDA, fp32 on CPU.")]
+DtypeOpt = Annotated[Optional[str], typer.Option(metavar="DTYPE",
+                                                 help="fp32, fp16 or bf16 (autocast). Default: fp16 on CUDA, fp32 on CPU.")]
 DataOpt = Annotated[
     Optional[str],
     typer.Option(metavar="DATA", help="synthetic (throughput only), demo (the digits test split) or an image folder. "
                  "Default: demo for the demo model, else synthetic."),
 ]
-LabelsOpt = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Labels for a flat image folder: one per line, or name,label.")]
-LimitOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Evaluate a class-balanced, deterministic subset of N images.")]
+LabelsOpt = Annotated[Optional[Path], typer.Option(metavar="FILE",
+                                                   help="Labels for a flat image folder: one per line, or name,label.")]
+LimitOpt = Annotated[Optional[int], typer.Option(metavar="N",
+                                                 help="Evaluate a class-balanced, deterministic subset of N images.")]
 PretrainedOpt = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Load pretrained weights via timm.")]
-CheckpointOpt = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Local .safetensors/.pth weights to load instead.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.csv", help="CSV to write. Default: results/<command>-<model>.csv")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(metavar="FILE",
+                                                       help="Local .safetensors/.pth weights to load instead.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.csv",
+                                                help="CSV to write. Default: results/<command>-<model>.csv")]
 # The defaults are the device's TimingPlan and sweep's worker count (a test holds this text to them).
 RepeatsOpt = Annotated[
     Optional[int], typer.Option(metavar="N", help="Timed repeats per configuration. Default: 7 on CPU, 10 on CUDA.")
@@ -281,22 +290,26 @@ def _default_out(command: str, model: str) -> Path:
 
 OptionOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--opt", metavar="REDUCER.KEY=VALUE", help="Reducer option REDUCER.KEY=VALUE, e.g. kmeans.iters=3 or prune.seed=1 (repeatable)."),
+    typer.Option("--opt", metavar="REDUCER.KEY=VALUE",
+                 help="Reducer option REDUCER.KEY=VALUE, e.g. kmeans.iters=3 or prune.seed=1 (repeatable)."),
 ]
 
 
 BaselineOpt = Annotated[
-    Optional[Path], typer.Option(metavar="FILE.csv", help="After the run, check the CSV against this baseline (exit 1 on regression).")
+    Optional[Path], typer.Option(metavar="FILE.csv",
+                                 help="After the run, check the CSV against this baseline (exit 1 on regression).")
 ]
 AccTolOpt = Annotated[float, typer.Option(metavar="POINTS", help="Allowed top-1/top-5 drop, in absolute points.")]
 SpeedupTolOpt = Annotated[float, typer.Option(metavar="FRACTION", help="Allowed relative speedup drop (0.1 = 10%).")]
 
 
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option(metavar="FILE.toml", help="TOML file of these options (see configs/); flags given here override it.")
+    Optional[Path], typer.Option(metavar="FILE.toml",
+                                 help="TOML file of these options (see configs/); flags given here override it.")
 ]
 ModelArgOpt = Annotated[
-    Optional[list[str]], typer.Option("--model-arg", metavar="KEY=VALUE", help="KEY=VALUE for timm.create_model (repeatable).")
+    Optional[list[str]], typer.Option("--model-arg", metavar="KEY=VALUE",
+                                      help="KEY=VALUE for timm.create_model (repeatable).")
 ]
 SPEC_FIELDS = ("model", "schedule", "prop_attn", "batch_size", "device", "dtype", "data", "labels", "limit",
                "pretrained", "checkpoint", "repeats", "workers", "group_size", "max_retime")
@@ -304,15 +317,18 @@ ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Keep the rows already in --out and measure only the missing configurations.")
 ]
 ExecutorOpt = Annotated[
-    str, typer.Option(metavar="EXECUTOR", help="local (this machine) or ray (a Ray cluster; pip install 'tomebench[ray]').")
+    str, typer.Option(metavar="EXECUTOR",
+                      help="local (this machine) or ray (a Ray cluster; pip install 'tomebench[ray]').")
 ]
 RayAddressOpt = Annotated[
-    Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster to join (ray://host:10001 or host:6379). Default: RAY_ADDRESS, "
+    Optional[str], typer.Option(metavar="ADDRESS",
+                                help="Ray cluster to join (ray://host:10001 or host:6379). Default: RAY_ADDRESS, "
                                 "else a local Ray started for the run.")
 ]
 GroupOpt = Annotated[
     int,
-    typer.Option(metavar="N", help="Configurations timed together (interleaved with the unpatched model) and evaluated in one "
+    typer.Option(metavar="N",
+                 help="Configurations timed together (interleaved with the unpatched model) and evaluated in one "
                  "data pass; each group's rows are saved as it finishes. 0: all in one group."),
 ]
 
@@ -472,11 +488,14 @@ def check_command(
     baseline: Annotated[Path, typer.Option(metavar="FILE.csv", help="The baseline CSV to hold it to.")],
     acc_tol: AccTolOpt = Tolerances.acc,
     speedup_tol: SpeedupTolOpt = Tolerances.speedup,
-    gflops_tol: Annotated[float, typer.Option(metavar="FRACTION", help="Allowed relative GFLOPs increase.")] = Tolerances.gflops,
+    gflops_tol: Annotated[float, typer.Option(metavar="FRACTION",
+                                              help="Allowed relative GFLOPs increase.")] = Tolerances.gflops,
     metric: Annotated[
-        Optional[list[str]], typer.Option(metavar="METRIC", help=f"Metric to hold (repeatable): {', '.join(METRICS)}. Default: all.")
+        Optional[list[str]], typer.Option(metavar="METRIC",
+                                          help=f"Metric to hold (repeatable): {', '.join(METRICS)}. Default: all.")
     ] = None,
-    report: Annotated[Optional[Path], typer.Option(metavar="FILE.md", help="Write a Markdown summary (for a PR comment).")] = None,
+    report: Annotated[Optional[Path], typer.Option(metavar="FILE.md",
+                                                   help="Write a Markdown summary (for a PR comment).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
 ) -> None:
     """Check CURRENT.csv against a baseline: exit 0 when all holds, 1 on regression, 2 on unusable input."""
@@ -492,7 +511,8 @@ def sweep(
     ctx: typer.Context,
     model: ModelOpt = "demo",
     r: ROpt = None,
-    reducer: Annotated[str, typer.Option(metavar="NAME", help="Registered reducer (see `tomebench reducers`).")] = "tome",
+    reducer: Annotated[str, typer.Option(metavar="NAME",
+                                         help="Registered reducer (see `tomebench reducers`).")] = "tome",
     schedule: ScheduleOpt = "constant",
     prop_attn: PropAttnOpt = None,
     batch_size: BatchOpt = None,
@@ -567,7 +587,8 @@ def compare(
 def ablate_command(
     ctx: typer.Context,
     model: ModelOpt = "demo",
-    r: Annotated[Optional[int], typer.Option("--r", metavar="R", help="Tokens merged per block. Default: the model's full r.")] = None,
+    r: Annotated[Optional[int], typer.Option("--r", metavar="R",
+                                             help="Tokens merged per block. Default: the model's full r.")] = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -601,7 +622,8 @@ def schedules_command(
     target_speedup: Annotated[
         float, typer.Option(metavar="X", help="Centre of the search: the constant r whose GFLOPs drop by this factor.")
     ] = 1.5,
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the schedule sampler (same seed, same schedules).")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N",
+                                      help="Seed of the schedule sampler (same seed, same schedules).")] = 0,
     batch_size: BatchOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -642,7 +664,8 @@ def _figures():
 def plot(
     csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="A CSV written by tomebench.")],
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", metavar="STEM", help="File name stem; default: the CSV's path without .csv")
+        Optional[Path], typer.Option("--out", "-o", metavar="STEM",
+                                     help="File name stem; default: the CSV's path without .csv")
     ] = None,
 ) -> None:
     """Redraw the figures of a CSV: speed vs accuracy, top-1 vs r, speedup vs r, GFLOPs vs r (PNG and SVG)."""
@@ -672,10 +695,12 @@ def plot(
 def visualize(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files to show.")],
     model: ModelOpt = "demo",
-    r: Annotated[Optional[int], typer.Option("--r", metavar="R", help="Tokens removed per block. Default: the model's full r.")] = None,
+    r: Annotated[Optional[int], typer.Option("--r", metavar="R",
+                                             help="Tokens removed per block. Default: the model's full r.")] = None,
     reducer: Annotated[str, typer.Option(metavar="NAME", help="Registered reducer.")] = "tome",
     layers: Annotated[
-        Optional[str], typer.Option(metavar="BLOCKS", help="Blocks after which to show the groups, e.g. 2,4,8. Default: the last.")
+        Optional[str], typer.Option(metavar="BLOCKS",
+                                    help="Blocks after which to show the groups, e.g. 2,4,8. Default: the last.")
     ] = None,
     pretrained: PretrainedOpt = True,
     checkpoint: CheckpointOpt = None,
@@ -684,7 +709,8 @@ def visualize(
         float, typer.Option(metavar="A", help="Opacity of the group colours over the image: 0 shows only the "
                             "image, 1 only the groups.")
     ] = 0.4,
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE.png", help="Figure file (PNG; an SVG is written next to it).")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE.png",
+                                      help="Figure file (PNG; an SVG is written next to it).")] = Path(
         "results/visualize.png"
     ),
 ) -> None:

@@ -90,7 +90,8 @@ SPEEDUP_LABEL = "speedup over the unpatched model (x; bars: p10-p90 of paired ro
 def speed_accuracy(frame: pd.DataFrame) -> Figure:
     """Speedup against top-1: each reducer's points with p10-p90 bars, its points joined in r order only where
     speedup rises or falls steadily with r (a line through noise would suggest a trend that is not there), the
-    Pareto frontier as a staircase, and labels (r=...) on the frontier and each reducer's ends, none overlapping.
+    Pareto frontier as a staircase, and labels (r=...), none overlapping: the frontier's and each reducer's ends
+    first, the others where there is room.
 
     The speed axis is always the paired `speedup`: raw images/s of different timing groups are not comparable.
     """
@@ -119,8 +120,8 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
             zorder=4, label="Pareto frontier")
     ax.scatter(front[x], front["top1"], s=120, facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
     on_front = {(float(a), float(b)) for a, b in zip(front[x], front["top1"])}
-    labels = [(a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour)
-              for a, b, text, prio, colour in points if prio < 2 or (float(a), float(b)) in on_front]
+    # Every point may be labelled; the frontier's first, then each reducer's ends, then the rest where room is left.
+    labels = [(a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour) for a, b, text, prio, colour in points]
     ax.set_xlabel(SPEEDUP_LABEL)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)

@@ -421,7 +421,8 @@ def test_huge_integer_identity_cell_does_not_crash(tmp_path, base):
 
 @pytest.mark.parametrize(("flag", "value"), [("--speedup-tol", "nan"), ("--acc-tol", "-5"), ("--gflops-tol", "inf")])
 def test_nan_negative_or_infinite_tolerance_is_a_usage_error(tmp_path, base, flag, value):
-    assert_one_line_error(invoke("check", base, "--baseline", base, flag, value), f"{flag} must be a finite number >= 0")
+    result = invoke("check", base, "--baseline", base, flag, value)
+    assert_one_line_error(result, f"{flag} must be a finite number >= 0")
     with pytest.raises(UsageError):
         Tolerances(speedup=float("nan"))
 

@@ -201,7 +201,8 @@ def test_help_states_the_engine_defaults():
     from tomebench.timing import NOISY_SPREAD, TimingPlan
 
     text = " ".join(help_text("sweep").split())
-    assert f"Default: {TimingPlan().repeats} on CPU, {TimingPlan.for_device(torch.device('cuda')).repeats} on CUDA" in text
+    cuda = TimingPlan.for_device(torch.device("cuda")).repeats
+    assert f"Default: {TimingPlan().repeats} on CPU, {cuda} on CUDA" in text
     assert f"spread above {NOISY_SPREAD:.0%} of its median" in text
     assert f"[default: {sweep.SweepSpec().max_retime}]" in text
     assert sweep._workers(None) == min(4, __import__("os").cpu_count() or 1) and "at most 4" in text

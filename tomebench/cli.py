@@ -96,7 +96,8 @@ BatchOpt = Annotated[Optional[int], typer.Option(metavar="N",
                                                  help="Images per batch. Default: 256 on CUDA, 32 on CPU.")]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto (cuda if available), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[Optional[str], typer.Option(metavar="DTYPE",
-                                                 help="fp32, fp16 or bf16 (autocast). Default: fp16 on CUDA, fp32 on CPU.")]
+                                                 help="fp32, fp16 or bf16 (autocast). Default: fp16 on CUDA, fp32 "
+                                                 "on CPU.")]
 DataOpt = Annotated[
     Optional[str],
     typer.Option(metavar="DATA", help="synthetic (throughput only), demo (the digits test split) or an image folder. "
@@ -453,7 +454,8 @@ def _check_table(result: CheckResult) -> Table:
                 statuses.append(f"[{style}]{status}: {escape(', '.join(hit))}[/]")
         table.add_row(escape(config), *cells, "; ".join(statuses) or "ok")
     blank = ["-"] * len(result.metrics)
-    for configs, status in ((result.errors, "[bold red]error[/]"), (result.known_errors, "error (in the baseline too)")):
+    for configs, status in ((result.errors, "[bold red]error[/]"),
+                            (result.known_errors, "error (in the baseline too)")):
         for config in configs:
             table.add_row(escape(config), *blank, status)
     for summary, status in ((result.missing_in_current_summary, "[bold red]missing now[/]"),
@@ -736,7 +738,8 @@ def visualize(
         raise _fail(exc) from None
 
 
-@app.command("paper-baseline", cls=_Command, short_help="Published figures in paper configs -> baseline CSVs for check.")
+@app.command("paper-baseline", cls=_Command,
+             short_help="Published figures in paper configs -> baseline CSVs for check.")
 def paper_baseline(
     configs: Annotated[list[Path], typer.Argument(metavar="CONFIG", help="Config files with a [paper] table.")],
     out_dir: Annotated[Path, typer.Option(metavar="FOLDER", help="Folder for one baseline CSV per config.")] = Path(

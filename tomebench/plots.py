@@ -107,7 +107,8 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
                            elinewidth=0.8, alpha=0.9, label=reducer, zorder=3)
         colour = bars.lines[0].get_color()
         if len(rows) > 1 and monotone(rows[x]):
-            ax.plot(rows[x], rows["top1"], color=colour, linewidth=1, alpha=0.5, zorder=2, label=f"_{reducer} in r order")
+            ax.plot(rows[x], rows["top1"], color=colour, linewidth=1, alpha=0.5, zorder=2,
+                    label=f"_{reducer} in r order")
         for position, (_, row) in enumerate(rows.iterrows()):
             end = position in (0, len(rows) - 1)
             points.append((row[x], row["top1"], f"r={row['r']}", 1 if end else 2, colour))
@@ -121,7 +122,8 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
     ax.scatter(front[x], front["top1"], s=120, facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
     on_front = {(float(a), float(b)) for a, b in zip(front[x], front["top1"])}
     # Every point may be labelled; the frontier's first, then each reducer's ends, then the rest where room is left.
-    labels = [(a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour) for a, b, text, prio, colour in points]
+    labels = [(a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour)
+              for a, b, text, prio, colour in points]
     ax.set_xlabel(SPEEDUP_LABEL)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)

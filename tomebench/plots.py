@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -39,10 +40,16 @@ def _title(frame: pd.DataFrame, what: str) -> str:
 
 
 def variant(frame: pd.DataFrame) -> pd.Series:
-    """What a curve is named: the reducer, with its non-default options and schedule, e.g. "tome [features=q]"."""
-    options = frame["reducer_options"].fillna("").astype(str) if "reducer_options" in frame else pd.Series("", frame.index)
-    schedule = frame["schedule"].fillna("constant").astype(str) if "schedule" in frame else pd.Series("constant", frame.index)
+    """What a curve is named: the reducer, with its non-default options and schedule, e.g. "tome [features=q]", and
+    "no prop_attn" where rows of that reducer run both with and without proportional attention (an ablation)."""
+    blank = pd.Series("", frame.index)
+    options = frame["reducer_options"].fillna("").astype(str) if "reducer_options" in frame else blank
+    schedule = frame["schedule"].fillna("constant").astype(str) if "schedule" in frame else blank + "constant"
     extra = (options + ("," + schedule).where(schedule != "constant", "")).str.strip(",")
+    if "prop_attn" in frame:
+        prop = frame["prop_attn"].astype(str).str.lower() == "true"
+        mixed = prop.groupby(frame["reducer"]).transform("nunique") > 1
+        extra = (extra + ",no prop_attn").where(mixed & ~prop, extra).str.strip(",")
     return frame["reducer"].astype(str) + (" [" + extra + "]").where(extra != "", "")
 
 
@@ -101,11 +108,13 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.add_subplot()
     x = "speedup"
-    points = []  # (x, y, text, priority): what may be labelled; lower priority first
-    for reducer, rows in _curves(frame):
-        bars = ax.errorbar(rows[x], rows["top1"], xerr=speedup_errors(rows), fmt="o", markersize=5, capsize=2,
-                           elinewidth=0.8, alpha=0.9, label=reducer, zorder=3)
-        colour = bars.lines[0].get_color()
+    points = []  # (x, y, text, priority, colour): what may be labelled; lower priority first
+    curves = list(_curves(frame))
+    # More variants than tab10 has colours (an ablation's 13): tab20, so no two share a colour.
+    palette = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
+    for (reducer, rows), colour in zip(curves, palette * (1 + len(curves) // len(palette))):
+        ax.errorbar(rows[x], rows["top1"], xerr=speedup_errors(rows), fmt="o", markersize=5, capsize=2,
+                    elinewidth=0.8, alpha=0.9, label=reducer, zorder=3, color=colour)
         if len(rows) > 1 and monotone(rows[x]):
             ax.plot(rows[x], rows["top1"], color=colour, linewidth=1, alpha=0.5, zorder=2,
                     label=f"_{reducer} in r order")
@@ -130,7 +139,8 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
     ax.legend(fontsize=8)
     dataset = frame["dataset"].dropna()
     ax.set_title(_title(frame, f"Speed vs accuracy{' on ' + str(dataset.iloc[0]) if len(dataset) else ''}"))
-    place_labels(ax, labels, obstacles=list(zip(frame[x], frame["top1"])))
+    if frame.loc[frame["reducer"] != BASELINE, "r"].nunique() > 1:  # one r throughout (an ablation): nothing to say
+        place_labels(ax, labels, obstacles=list(zip(frame[x], frame["top1"])))
     return fig
 
 

@@ -152,8 +152,8 @@ _OFFSETS = ((5, 3), (5, 9), (5, -11), (-5, 3), (-5, -11), (0, 11), (0, -15), (12
 def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
     """Annotate (x, y, text, priority, colour) points so that no two labels overlap each other or a marker.
 
-    Labels are placed in priority order (lower first), each at the first free offset of _OFFSETS; a label with
-    no free place is left out rather than drawn over another. Returns how many were placed. The geometry is
+    Labels are placed in priority order (lower first), each at the first free offset of _OFFSETS inside the axes; a
+    label with no free place is left out rather than drawn over another. Returns how many were placed. The geometry is
     taken after the figure's layout, in display units, with text sized by its character count.
     """
     fig = ax.figure
@@ -161,6 +161,7 @@ def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
     to_display = ax.transData.transform
     scale = fig.dpi / 72  # points -> display units
     marker = 4 * scale
+    frame = ax.bbox  # a label must not leave the axes, where the spine or the title would cut it
     taken = [(px - marker, py - marker, px + marker, py + marker)
              for px, py in (to_display((a, b)) for a, b in obstacles)]
     placed = 0
@@ -171,7 +172,8 @@ def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
             left = px + dx * scale - (width if dx < 0 else width / 2 if dx == 0 else 0)
             bottom = py + dy * scale
             box = (left, bottom, left + width, bottom + height)
-            if all(box[2] <= t[0] or box[0] >= t[2] or box[3] <= t[1] or box[1] >= t[3] for t in taken):
+            inside = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
+            if inside and all(box[2] <= t[0] or box[0] >= t[2] or box[3] <= t[1] or box[1] >= t[3] for t in taken):
                 taken.append(box)
                 align = "right" if dx < 0 else "center" if dx == 0 else "left"
                 note = ax.annotate(text, (a, b), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,

@@ -477,7 +477,7 @@ def measure_throughput(setup: Setup, group: list[int], progress: Progress | None
         for attempt in range(setup.spec.max_retime + 1):
             if timings is not None and worst_spread(timings.values()) <= NOISY_SPREAD:
                 break
-            progress.phase(f"{'re-' if attempt else ''}timing{tag}", plan.repeats * len(timed))
+            progress.phase(f"re-timing{tag} #{attempt}" if attempt else f"timing{tag}", plan.repeats * len(timed))
             again = dict(zip(timed, time_interleaved(candidates, setup.device, plan, lambda _: progress.advance())))
             retimed = attempt
             # The whole group again, the unpatched model included, so every speedup stays paired within one

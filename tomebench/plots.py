@@ -140,17 +140,23 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
     dataset = frame["dataset"].dropna()
     ax.set_title(_title(frame, f"Speed vs accuracy{' on ' + str(dataset.iloc[0]) if len(dataset) else ''}"))
     if frame.loc[frame["reducer"] != BASELINE, "r"].nunique() > 1:  # one r throughout (an ablation): nothing to say
-        place_labels(ax, labels, obstacles=list(zip(frame[x], frame["top1"])))
+        # Marker half-widths in points: a plain point, a frontier ring (s=120), the unpatched star (s=160).
+        obstacles = [(a, b, 4) for a, b in zip(frame[x], frame["top1"])]
+        obstacles += [(a, b, 7) for a, b in zip(front[x], front["top1"])]
+        obstacles += [(a, b, 7) for a, b in zip(base[x], base["top1"])]
+        place_labels(ax, labels, obstacles)
     return fig
 
 
 # Where a label may go, in points from its point: right, above-right, below-right, left, above, below, further out.
-_OFFSETS = ((5, 3), (5, 9), (5, -11), (-5, 3), (-5, -11), (0, 11), (0, -15), (12, 16), (12, -20), (-12, 16),
-            (-12, -20))
+# The second ring clears the larger markers (a frontier ring, the unpatched star).
+_OFFSETS = ((5, 3), (5, 9), (5, -11), (-5, 3), (-5, -11), (0, 11), (0, -15), (9, 1), (9, -9), (-9, 1), (-9, -9),
+            (0, 14), (0, -19), (12, 16), (12, -20), (-12, 16), (-12, -20))
 
 
 def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
-    """Annotate (x, y, text, priority, colour) points so that no two labels overlap each other or a marker.
+    """Annotate (x, y, text, priority, colour) points so that no two labels overlap each other or a marker
+    (obstacles: (x, y, half-width in points)).
 
     Labels are placed in priority order (lower first), each at the first free offset of _OFFSETS inside the axes; a
     label with no free place is left out rather than drawn over another. Returns how many were placed. The geometry is
@@ -160,10 +166,11 @@ def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
     fig.draw_without_rendering()  # settle the constrained layout, so data -> display is final
     to_display = ax.transData.transform
     scale = fig.dpi / 72  # points -> display units
-    marker = 4 * scale
     frame = ax.bbox  # a label must not leave the axes, where the spine or the title would cut it
-    taken = [(px - marker, py - marker, px + marker, py + marker)
-             for px, py in (to_display((a, b)) for a, b in obstacles)]
+    taken = []
+    for a, b, half in obstacles:
+        px, py = to_display((a, b))
+        taken.append((px - half * scale, py - half * scale, px + half * scale, py + half * scale))
     placed = 0
     for a, b, text, _, colour in sorted(labels, key=lambda item: item[3]):
         px, py = to_display((a, b))
@@ -174,7 +181,8 @@ def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
             box = (left, bottom, left + width, bottom + height)
             inside = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
             if inside and all(box[2] <= t[0] or box[0] >= t[2] or box[3] <= t[1] or box[1] >= t[3] for t in taken):
-                taken.append(box)
+                gap = 3 * scale  # so neighbouring labels never read as one ("r=7r=1")
+                taken.append((box[0] - gap, box[1], box[2] + gap, box[3]))
                 align = "right" if dx < 0 else "center" if dx == 0 else "left"
                 note = ax.annotate(text, (a, b), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
                                    ha=align, va="bottom", color=colour)

@@ -40,6 +40,7 @@ from tomebench.sweep import (
     check_reducer_options,
     config_label,
     parse_key_values,
+    parse_batch_sizes,
     parse_reducer_options,
     run_sweep,
 )
@@ -69,7 +70,22 @@ ScheduleOpt = Annotated[
 PropAttnOpt = Annotated[
     Optional[bool], typer.Option("--prop-attn/--no-prop-attn", help="Proportional attention. Default: the paper's.")
 ]
-BatchOpt = Annotated[Optional[int], typer.Option(help="Images per batch. Default: 256 on CUDA, 32 on CPU.")]
+BatchOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Images per batch: 32, or several as --r takes them (1,8,32,128): every configuration at every "
+                 "size, each paired with the unpatched model at that size. Default: 256 on CUDA, 32 on CPU."),
+]
+CompileOpt = Annotated[
+    Optional[str],
+    typer.Option("--compile", is_flag=False, flag_value="default", metavar="[MODE]",
+                 help="torch.compile every configuration and the unpatched model (each its own compiled module, "
+                 "static shapes): default (the mode when --compile is given alone), max-autotune or "
+                 "reduce-overhead (CUDA graphs on GPU). Compile time goes to compile_s, never into throughput."),
+]
+LatencyOpt = Annotated[
+    bool, typer.Option("--latency", help="Also time >= 100 single-image calls: latency_ms_p50/p90/p99 and "
+                       "latency_speedup (at p50).")
+]
 DeviceOpt = Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[Optional[str], typer.Option(help="fp32, fp16 or bf16 (autocast). Default: fp16 on CUDA, fp32 on CPU.")]
 DataOpt = Annotated[
@@ -132,10 +148,18 @@ def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=plots.main_fig
         console.print(f"{len(frame)} rows, {int(frame['error'].notna().sum())} with an error (too many to list)")
     console.print(f"wrote {out} (settings and raw repeat times: {sidecar(out)})")
     stem = out.with_suffix("")
+    by_batch = stem.with_name(f"{stem.name}-speedup-vs-batch")
+    sizes = plots.batch_sizes(frame)
     try:
-        remove_stale_temp_files([stem.with_suffix(".png"), stem.with_suffix(".svg")])
-        for path in plots.save(figure(frame), stem):
+        remove_stale_temp_files([stem.with_suffix(".png"), stem.with_suffix(".svg"), by_batch.with_suffix(".png"),
+                                 by_batch.with_suffix(".svg")])
+        # Raw images/s and their spread depend on the batch size: the main figure shows the largest one.
+        main = frame if len(sizes) < 2 else frame[frame["infer_batch_size"] == sizes[-1]]
+        for path in plots.save(figure(main), stem):
             console.print(f"wrote {path}")
+        if len(sizes) > 1:
+            for path in plots.save(plots.speedup_vs_batch(frame), by_batch):
+                console.print(f"wrote {path}")
     except ValueError as exc:  # nothing plottable, e.g. every configuration failed
         errors.print(f"no plot: {exc}")
     except OSError as exc:  # a full disk: the rows are safe, say so rather than show a traceback
@@ -262,8 +286,8 @@ ConfigOpt = Annotated[
 ModelArgOpt = Annotated[
     Optional[list[str]], typer.Option("--model-arg", help="KEY=VALUE for timm.create_model (repeatable).")
 ]
-SPEC_FIELDS = ("model", "schedule", "prop_attn", "batch_size", "device", "dtype", "data", "labels", "limit",
-               "pretrained", "checkpoint", "repeats", "workers", "group_size")
+SPEC_FIELDS = ("model", "schedule", "prop_attn", "device", "dtype", "data", "labels", "limit",
+               "pretrained", "checkpoint", "repeats", "workers", "group_size", "compile", "latency")
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Keep the rows already in --out and measure only the missing configurations.")
 ]
@@ -300,6 +324,9 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
                 r=None if params["r"] is None else parse_r_spec(params["r"]),
                 reducer_options=parse_reducer_options(params["opt"] or []),
             )
+        batch = params.get("batch_size")
+        if batch is not None:
+            plan["batch_size"] = parse_batch_sizes(str(batch)) if not isinstance(batch, int) else batch
         spec = SweepSpec(
             model_kwargs={k: v for k, v in (parse_key_values(params["model_arg"] or [], "--model-arg"))},
             **{name: params[name] for name in SPEC_FIELDS if name in params},
@@ -437,6 +464,8 @@ def sweep(
     schedule: ScheduleOpt = "constant",
     prop_attn: PropAttnOpt = None,
     batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     data: DataOpt = None,
@@ -475,6 +504,8 @@ def compare(
     schedule: ScheduleOpt = "constant",
     prop_attn: PropAttnOpt = None,
     batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     data: DataOpt = None,
@@ -508,6 +539,8 @@ def ablate_command(
     model: ModelOpt = "demo",
     r: Annotated[Optional[int], typer.Option("--r", help="Tokens merged per block. Default: the model's full r.")] = None,
     batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     data: DataOpt = None,
@@ -541,6 +574,8 @@ def schedules_command(
     ] = 1.5,
     seed: Annotated[int, typer.Option(help="Seed of the schedule sampler (same seed, same schedules).")] = 0,
     batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     data: DataOpt = None,

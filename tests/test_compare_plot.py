@@ -240,7 +240,7 @@ def test_golden_csv_figures_have_a_curve_per_reducer():
     frame = read_csv(GOLDEN)
     fig = plots.metric_vs_r(frame, "speedup", "speedup over unpatched (x)")
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["tome", "tome [distance=euclidean,features=q]", "unpatched"]
+    assert labels == ["tome", "tome [distance=euclidean,features=q]", "tome [compiled default]", "unpatched"]
     # The failed r=99 row is not plotted.
     assert list(fig.axes[0].get_lines()[0].get_xdata()) == [4, 8]
 

@@ -326,7 +326,8 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
             )
         batch = params.get("batch_size")
         if batch is not None:
-            plan["batch_size"] = parse_batch_sizes(str(batch)) if not isinstance(batch, int) else batch
+            sizes = parse_batch_sizes(str(batch))
+            plan["batch_size"] = sizes[0] if len(sizes) == 1 else sizes  # one size stays a number, as before
         spec = SweepSpec(
             model_kwargs={k: v for k, v in (parse_key_values(params["model_arg"] or [], "--model-arg"))},
             **{name: params[name] for name in SPEC_FIELDS if name in params},

@@ -43,6 +43,9 @@ def variant(frame: pd.DataFrame) -> pd.Series:
     options = frame["reducer_options"].fillna("").astype(str) if "reducer_options" in frame else pd.Series("", frame.index)
     schedule = frame["schedule"].fillna("constant").astype(str) if "schedule" in frame else pd.Series("constant", frame.index)
     extra = (options + ("," + schedule).where(schedule != "constant", "")).str.strip(",")
+    if "compile" in frame:  # a compiled configuration is another curve, never a point on the eager one
+        mode = frame["compile"].fillna("").astype(str)
+        extra = (extra + (",compiled " + mode).where(mode != "", "")).str.strip(",")
     return frame["reducer"].astype(str) + (" [" + extra + "]").where(extra != "", "")
 
 

@@ -102,10 +102,11 @@ BatchOpt = Annotated[
 ]
 CompileOpt = Annotated[
     Optional[str],
-    typer.Option("--compile", is_flag=False, flag_value="default", metavar="[MODE]",
+    # A value is required: Typer's bundled click has no options with an optional value (`--compile` alone).
+    typer.Option("--compile", metavar="MODE",
                  help="torch.compile every configuration and the unpatched model (each its own compiled module, "
-                 "static shapes): default (the mode when --compile is given alone), max-autotune or "
-                 "reduce-overhead (CUDA graphs on GPU). Compile time goes to compile_s, never into throughput."),
+                 "static shapes) in this mode: default, max-autotune or reduce-overhead (CUDA graphs on GPU). "
+                 "Compile time goes to compile_s, never into throughput. Default: eager."),
 ]
 LatencyOpt = Annotated[
     bool, typer.Option("--latency", help="Also time >= 100 single-image calls: latency_ms_p50/p90/p99 and "

@@ -279,7 +279,8 @@ def test_golden_csv_figures_have_a_curve_per_reducer():
     frame = read_csv(GOLDEN)
     fig = plots.metric_vs_r(frame, "speedup", plots.SPEEDUP_LABEL)
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["unpatched", "tome", "tome [distance=euclidean,features=q]", "tome [compiled default]"]
+    assert labels == ["unpatched", "tome [eager]", "tome [distance=euclidean,features=q,eager]",
+                      "tome [compiled default]"]
     # The failed r=99 row is not plotted; speedup has its paired p10-p90 bars from the CSV.
     tome = fig.axes[0].containers[0]
     assert list(tome.lines[0].get_xdata()) == [4, 8]

@@ -50,9 +50,9 @@ def variant(frame: pd.DataFrame) -> pd.Series:
         prop = frame["prop_attn"].astype(str).str.lower() == "true"
         mixed = prop.groupby(frame["reducer"]).transform("nunique") > 1
         extra = (extra + ",no prop_attn").where(mixed & ~prop, extra).str.strip(",")
-    if "compile" in frame:  # a compiled configuration is another curve, never a point on the eager one
-        mode = frame["compile"].fillna("").astype(str)
-        extra = (extra + (",compiled " + mode).where(mode != "", "")).str.strip(",")
+    mode = frame["compile"].fillna("").astype(str) if "compile" in frame else blank
+    if mode.nunique() > 1:  # compiled and eager rows in one frame: separate curves, never points of one
+        extra = (extra + (",compiled " + mode).where(mode != "", ",eager")).str.strip(",")
     return frame["reducer"].astype(str) + (" [" + extra + "]").where(extra != "", "")
 
 

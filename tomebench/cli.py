@@ -295,9 +295,16 @@ def _summary(frame: pd.DataFrame) -> Table:
     from tomebench.plots import speedup_bounds
 
     first = frame.iloc[0]
-    table = Table(title=f"{first['model']} · {first['device']} · {first['dtype']} · batch {first['infer_batch_size']}")
-    for name in ("reducer", "r", "speedup", "p10-p90", "img/s", "unpatched img/s", "GFLOPs", "tokens", "top-1",
-                 "top-5"):
+    several = frame["infer_batch_size"].nunique() > 1
+    compiled = f" · compiled ({first['compile']})" if isinstance(first["compile"], str) else ""
+    batch = "" if several else f" · batch {first['infer_batch_size']}"
+    table = Table(title=f"{first['model']} · {first['device']} · {first['dtype']}{batch}{compiled}")
+    # Batch, compile time and latency only when the CSV has them (a batch axis, --compile, --latency).
+    extra = {"batch": several, "compile s": frame["compile_s"].notna().any(),
+             "latency p50 ms": frame["latency_ms_p50"].notna().any()}
+    for name in ("reducer", "r", *[k for k, shown in extra.items() if shown and k == "batch"], "speedup", "p10-p90",
+                 "img/s", "unpatched img/s", "GFLOPs", "tokens", "top-1", "top-5",
+                 *[k for k, shown in extra.items() if shown and k != "batch"]):
         table.add_column(name, justify="left" if name == "reducer" else "right", no_wrap=True)
     table.add_column("note / error", overflow="fold", min_width=20)
     low, high = speedup_bounds(frame)
@@ -306,9 +313,12 @@ def _summary(frame: pd.DataFrame) -> Table:
         tokens = None if pd.isna(row.tokens_final) else int(row.tokens_final)
         message = next((m for m in (row.error, row.note) if isinstance(m, str) and m), "")
         spread = "-" if pd.isna(p10) or pd.isna(p90) else f"{p10:.2f}-{p90:.2f}"
+        cells = {"batch": str(row.infer_batch_size), "compile s": _fmt(row.compile_s),
+                 "latency p50 ms": _fmt(row.latency_ms_p50, ".2f")}
         table.add_row(
             escape(reducer),
             str(row.r),
+            *[cells[k] for k, shown in extra.items() if shown and k == "batch"],
             _fmt(row.speedup, ".2f"),
             spread,
             _fmt(row.infer_samples_per_sec),
@@ -317,6 +327,7 @@ def _summary(frame: pd.DataFrame) -> Table:
             _fmt(tokens, "d"),
             _fmt(row.top1, ".2f"),
             _fmt(row.top5, ".2f"),
+            *[cells[k] for k, shown in extra.items() if shown and k != "batch"],
             escape(message),
         )
     return table

@@ -59,7 +59,7 @@ def count_correct(logits: Tensor, labels: Tensor, k: int) -> int:
 
 def evaluate_in_one_pass(
     model: torch.nn.Module,
-    prepares: Sequence[Callable[[], None]],
+    prepares: Sequence[Callable[[], torch.nn.Module | None]],
     batches: Iterable[tuple[Tensor, Tensor, Tensor]],
     normalize: DeviceNormalize,
     autocast: Callable[[], AbstractContextManager],
@@ -67,6 +67,8 @@ def evaluate_in_one_pass(
     batch_sizes: Sequence[int | None] | None = None,
 ) -> Evaluation:
     """Evaluate `model` under each configuration (`prepares[i]()` switches to it) over the same batches.
+
+    A prepare that returns a module (a compiled configuration's own) has that module called instead of `model`.
 
     batches yield (uint8 images (B, 3, H, W), labels (B,), readable (B,) bool). A configuration that raises is
     marked with its error and left out of later batches; the others go on. batch_sizes[i], when given, splits
@@ -96,10 +98,10 @@ def evaluate_in_one_pass(
                 if errors[i] is not None:
                     continue
                 try:
-                    prepare()
+                    module = prepare() or model
                     step = batch_sizes[i] or len(x)
                     with autocast():
-                        logits = torch.cat([model(x[j : j + step]) for j in range(0, len(x), step)])
+                        logits = torch.cat([module(x[j : j + step]) for j in range(0, len(x), step)])
                 except (RuntimeError, ValueError, NotImplementedError) as exc:
                     errors[i] = one_line(exc)
                     continue

@@ -29,7 +29,7 @@ from tomebench.check import check as check_csv
 from tomebench.errors import TomebenchError, UsageError
 from tomebench.journal import Journal, sidecar
 from tomebench.outputs import check_outputs, remove_stale_temp_files, sweep_outputs
-from tomebench.models import ALIASES
+from tomebench.adapters import ADAPTERS
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, check_writable, read_csv, write_csv, write_text_atomic
 from tomebench.schedule import parse_r_spec, parse_r_values
@@ -656,14 +656,16 @@ def paper_baseline(
 
 @app.command()
 def models() -> None:
-    """List the model aliases and the timm names they stand for (any timm name works too)."""
-    table = Table(title="model aliases")
-    table.add_column("alias", no_wrap=True)
-    table.add_column("timm name", no_wrap=True)
-    table.add_column("what", overflow="fold")
-    for alias, (timm_name, what) in ALIASES.items():
-        table.add_row(alias, timm_name, what)
-    console.print(table)
+    """List each model family and the names it takes: timm aliases (any timm name works too), torchvision ViTs
+    with their weights (tv:), transformers ViT/DeiT classifiers (hf:)."""
+    for entry in ADAPTERS:
+        table = Table(title=f"{entry.name}: {entry.obj.summary}")
+        table.add_column("name", no_wrap=True)
+        table.add_column("resolves to", no_wrap=True)
+        table.add_column("what", overflow="fold")
+        for row in entry.obj.catalog():
+            table.add_row(*row)
+        console.print(table)
 
 
 @app.command()

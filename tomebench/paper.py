@@ -44,7 +44,8 @@ def paper_rows(path: Path) -> list[Row]:
         note=where,
     )
     return [
-        Row(reducer="none", r=0, prop_attn=False, top1=paper["top1_before"], speedup=1.0, **common),
+        Row(reducer="none", r=0, prop_attn=False, top1=paper["top1_before"], speedup=1.0,
+            infer_samples_per_sec=paper.get("img_per_sec_before"), **common),
         Row(reducer="tome", r=r_values[0], prop_attn=prop_attn, top1=paper["top1_after"], speedup=paper["speedup"],
-            **common),
+            infer_samples_per_sec=paper.get("img_per_sec_after"), **common),
     ]

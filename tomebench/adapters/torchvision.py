@@ -172,7 +172,7 @@ def _resolve(name: str):
     if architecture not in _architectures():
         close = difflib.get_close_matches(architecture, _architectures(), n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join('tv:' + c for c in close)}?" if close else "`tomebench models` lists them"
-        raise UsageError(f"unknown torchvision model tv:{name!r}; {hint}")
+        raise UsageError(f"unknown torchvision model 'tv:{name}'; {hint}")
     enum = _weights_enum(architecture)
     if enum is None:
         if tag:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from tomebench.data import DeviceNormalize
 from tomebench.errors import one_line
+from tomebench.patch import classify
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def evaluate_in_one_pass(
                     prepare()
                     step = batch_sizes[i] or len(x)
                     with autocast():
-                        logits = torch.cat([model(x[j : j + step]) for j in range(0, len(x), step)])
+                        logits = torch.cat([classify(model, x[j : j + step]) for j in range(0, len(x), step)])
                 except (RuntimeError, ValueError, NotImplementedError) as exc:
                     errors[i] = one_line(exc)
                     continue

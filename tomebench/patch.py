@@ -218,6 +218,24 @@ def token_counts(model: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return effective_schedule(rs, num_input_tokens(model), num_prefix_tokens(model))
 
 
+def classify(model: nn.Module, x: Tensor) -> Tensor:
+    """Logits (B, classes) of the model's own forward (patched or not) on images x (B, 3, H, W), whatever its
+    family's forward returns."""
+    return adapter_for(model).logits(model, x)
+
+
+def tokens_after_blocks(model: nn.Module, x: Tensor) -> Tensor:
+    """The final normed tokens (B, N', C) for images x (B, 3, H, W), patched or not. Unpatched blocks keep every
+    token, so then the tokens are the embedding's, run through all blocks in the family's own order."""
+    if is_patched(model):
+        return _forward_tokens(model, x)[0]
+    adapter = adapter_for(model)
+    x = adapter.embed(model, x)
+    for block in adapter.blocks(model):
+        x = block(x)
+    return adapter.final_norm(model, x)
+
+
 def check_supported(model: nn.Module) -> None:
     """A UsageError unless the model belongs to a registered family with a structure its adapter can run."""
     adapter_for(model).check(model)

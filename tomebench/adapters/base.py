@@ -104,6 +104,10 @@ class Adapter:
         """Proportional attention helps supervised models; the paper turns it off for off-the-shelf MAE models."""
         return True
 
+    def logits(self, model: nn.Module, images: Tensor) -> Tensor:
+        """Images (B, 3, H, W) -> logits (B, classes) through the model's own forward (patched or not)."""
+        return model(images)
+
     # --- forward pieces -------------------------------------------------------------------------------------
     def embed(self, model: nn.Module, images: Tensor, **kwargs: Any) -> Tensor:
         """Images (B, 3, H, W) -> tokens entering the first block (B, N, C), prefix tokens first."""

@@ -155,7 +155,8 @@ class TorchvisionAdapter(Adapter):
 
 
 def _architectures() -> list[str]:
-    return [m for m in torchvision.models.list_models(module=torchvision.models) if m.startswith("vit_")]
+    """torchvision's ViT builders, and any `vit_*` builder registered with torchvision's model registry."""
+    return [m for m in torchvision.models.list_models() if m.startswith("vit_")]
 
 
 def _weights_enum(architecture: str):

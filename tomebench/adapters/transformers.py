@@ -95,6 +95,9 @@ class TransformersAdapter(Adapter):
     def forward_mixin(self, model_class: type) -> type:
         return _TransformersForward
 
+    def logits(self, model: nn.Module, images: Tensor) -> Tensor:
+        return model(pixel_values=images).logits  # the forward returns an output object
+
     def blocks(self, model: nn.Module) -> nn.Module:
         base = _base(model)
         return base.layers if hasattr(base, "layers") else base.encoder.layer

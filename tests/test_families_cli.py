@@ -136,3 +136,47 @@ def test_missing_transformers_names_the_extra(monkeypatch, tmp_path):
     result = invoke("sweep", "--model", "hf:google/vit-base-patch16-224", *RUN, "--out", tmp_path / "x.csv")
     assert result.exit_code == 2, result.output
     assert "pip install 'tomebench[hf]'" in " ".join(result.output.split())
+
+
+def test_models_lists_each_family():
+    result = invoke("models")
+    assert result.exit_code == 0, result.output
+    for name in ("deit_b_dist", "tv:vit_h_14.swag_e2e", "tv:vit_b_16.IMAGENET1K_SWAG_E2E_V1",
+                 "hf:google/vit-base-patch16-224"):
+        assert name in result.output, name
+
+
+def test_swag_paper_rows_name_what_a_run_writes():
+    from pathlib import Path
+
+    from tomebench.paper import paper_rows
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    expected = {"swag_vit_b16_384_r45": ("tv:vit_b_16.IMAGENET1K_SWAG_E2E_V1", 384, 45, 85.30, 84.59, 167.7),
+                "swag_vit_l16_512_r40": ("tv:vit_l_16.IMAGENET1K_SWAG_E2E_V1", 512, 40, 88.06, 87.80, 26.3),
+                "swag_vit_h14_518_r40": ("tv:vit_h_14.IMAGENET1K_SWAG_E2E_V1", 518, 40, 88.55, 88.25, 9.8)}
+    for stem, (model, size, r, before, after, images_per_sec) in expected.items():
+        base, tome = paper_rows(configs / f"{stem}.toml")
+        assert (base.model, tome.model, tome.infer_img_size, tome.r) == (model, model, size, r)
+        assert (base.top1, tome.top1, tome.infer_samples_per_sec) == (before, after, images_per_sec)
+
+
+def test_checkpoint_for_every_family(hf_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    source = _tiny_tv()
+    save_file(source.state_dict(), tmp_path / "tv.safetensors")
+    loaded = create(f"tv:{TV_NAME}", checkpoint=tmp_path / "tv.safetensors")
+    assert loaded.name == f"tv:{TV_NAME}" and loaded.pretrained
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+
+    torch.manual_seed(6)
+    model = transformers.ViTForImageClassification(transformers.ViTConfig.from_pretrained(hf_folder))
+    save_file(model.state_dict(), tmp_path / "hf.safetensors")
+    loaded = create(f"hf:{hf_folder}", checkpoint=tmp_path / "hf.safetensors")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+
+    result = invoke("sweep", "--model", f"tv:{TV_NAME}", "--checkpoint", tmp_path / "hf.safetensors", *RUN,
+                    "--out", tmp_path / "x.csv")  # weights of another model: one line, exit 1
+    assert result.exit_code == 1 and "cannot load checkpoint" in result.output and "Traceback" not in result.output

@@ -48,7 +48,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
-    help="Measure what token reduction (ToMe and friends) buys a timm Vision Transformer.",
+    help="Measure what token reduction (ToMe and friends) buys a Vision Transformer (timm, torchvision, transformers).",
 )
 console = Console()
 if not console.is_terminal:
@@ -56,7 +56,9 @@ if not console.is_terminal:
     console.width = max(console.width, 160)
 errors = Console(stderr=True)
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias (see `tomebench models`) or any timm name.")]
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Alias (see `tomebench models`), any timm name, tv:ARCH[.WEIGHTS] or hf:ID.")
+]
 ROpt = Annotated[
     Optional[str], typer.Option("--r", help="r values: 16, 0,8,16, 0..24 or 0..24:4. Default: 0 to the model's full r.")
 ]

@@ -233,8 +233,9 @@ def _model_class(transformers, config, name: str) -> type:
 
 def _preprocessing(transformers, name: str, config) -> tuple[dict, transforms.Compose]:
     """Data config and uint8 transform from the image processor config (resize to `size`, centre crop to
-    `crop_size` if `do_center_crop`, the `resample` filter, `image_mean`/`image_std`). A folder without one gets
-    ViTImageProcessor's defaults at the model's image size (bilinear resize, mean and std 0.5)."""
+    `crop_size` if `do_center_crop`, the `resample` filter, `image_mean`/`image_std`), resized by PIL as the
+    PIL-backed image processors do. A folder without one gets ViTImageProcessor's defaults at the model's image
+    size (bilinear resize, mean and std 0.5)."""
     side = config.image_size if isinstance(config.image_size, int) else config.image_size[-1]
     try:
         proc = transformers.AutoImageProcessor.from_pretrained(name)

@@ -106,6 +106,8 @@ class TorchvisionAdapter(Adapter):
         """model_kwargs go to the builder (image_size=..., num_classes=...); a checkpoint is a state dict file
         for the architecture at its weights' input size."""
         architecture, weights = _resolve(name)
+        if weights is None and pretrained and checkpoint is None:
+            raise UsageError(f"tv:{architecture} has no published weights: pass --checkpoint PATH or --no-pretrained")
         kwargs: dict = dict(model_kwargs)
         builder = torchvision.models.get_model_builder(architecture)
         if weights is not None and (not pretrained or checkpoint is not None):
@@ -118,7 +120,7 @@ class TorchvisionAdapter(Adapter):
         except TypeError as exc:
             raise UsageError(f"cannot create tv:{architecture} with {model_kwargs}: {one_line(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - a download or hash failure: one line, with what to do
-            if is_offline(exc) or isinstance(exc, OSError):
+            if use_weights is not None and (is_offline(exc) or isinstance(exc, OSError)):
                 raise TomebenchError(
                     f"pretrained weights for tv:{architecture}.{weights.name} are not reachable (offline?): pass "
                     "--checkpoint PATH, put them in the torch hub cache, or use --no-pretrained"

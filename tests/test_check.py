@@ -375,3 +375,107 @@ def test_an_error_the_baseline_already_had_is_no_regression(tmp_path):
     result = check(fixed, read_csv(golden))
     assert not result.passed and result.errors == (label(("tomebench_demo_vit.digits", "none", "0", "constant",
                                                           "False", "", "fp32", "32", "32")),)
+
+
+# --- issue 14 (11, 16, 18, 19) and issue 15: cells that cannot be compared, tolerances, readable failures ----------
+
+
+def _with_cell(path: Path, row: int, column: str, text: str) -> Path:
+    """Rewrite one cell of a CSV as raw text (what a broken tool or a hand edit leaves)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[row, column] = text
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "9" * 400])
+def test_non_finite_or_huge_cells_are_not_comparable_and_fail(tmp_path, base, text):
+    current = write(tmp_path, "cur.csv", base_rows())
+    for broken in (_with_cell(base, 1, "speedup", text), _with_cell(current, 2, "top1", text)):
+        assert broken.exists()
+    result = check(read_csv(current), read_csv(base))
+    bad = {(f.config, f.metric) for f in result.findings if f.status == "not comparable"}
+    assert bad == {(TOME4, "speedup"), (TOME8, "top1")} and not result.passed
+    out = invoke("check", current, "--baseline", base)
+    assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+    text_out = flat(out)
+    assert "not comparable: speedup" in text_out and "not comparable: top1" in text_out
+    assert "2 not comparable" in text_out
+    data = json.loads(invoke("check", current, "--baseline", base, "--json").stdout)
+    assert {(f["config"], f["metric"]) for f in data["not_comparable"]} == bad
+
+
+def test_an_empty_baseline_cell_is_still_not_measured_there(tmp_path, base):
+    # Empty means "the baseline never measured it" (a throughput-only baseline): nothing to hold the run to.
+    _with_cell(base, 1, "top1", "")
+    current = write(tmp_path, "cur.csv", base_rows())
+    result = check(read_csv(current), read_csv(base))
+    assert result.passed and not any(f.config == TOME4 and f.metric == "top1" for f in result.findings)
+
+
+def test_huge_integer_identity_cell_does_not_crash(tmp_path, base):
+    current = _with_cell(write(tmp_path, "cur.csv", base_rows()), 1, "r", "9" * 400)
+    out = invoke("check", current, "--baseline", base)
+    assert out.exit_code == 1 and "Traceback" not in out.output and "missing now" in out.output, out.output
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--speedup-tol", "nan"), ("--acc-tol", "-5"), ("--gflops-tol", "inf")])
+def test_nan_negative_or_infinite_tolerance_is_a_usage_error(tmp_path, base, flag, value):
+    result = invoke("check", base, "--baseline", base, flag, value)
+    assert_one_line_error(result, f"{flag} must be a finite number >= 0")
+    with pytest.raises(UsageError):
+        Tolerances(speedup=float("nan"))
+
+
+def test_sweep_refuses_a_bad_tolerance_before_measuring(tmp_path, base):
+    out = tmp_path / "never.csv"
+    result = invoke("sweep", "--model", "test_vit", "--no-pretrained", "--out", out, "--baseline", base,
+                    "--speedup-tol", "nan")
+    assert result.exit_code == 2 and "--speedup-tol must be" in flat(result) and not out.exists(), result.output
+
+
+def test_missing_metric_column_shows_unmeasured_and_missing_identity_column_is_unusable(tmp_path, base):
+    frame = pd.read_csv(write(tmp_path, "cur.csv", base_rows()))
+    frame.drop(columns=["top1"]).to_csv(tmp_path / "no_top1.csv", index=False)
+    out = invoke("check", tmp_path / "no_top1.csv", "--baseline", base)
+    assert out.exit_code == 1, out.output
+    text = flat(out)
+    assert "74 -> unmeasured" in text and "unmeasured: top1" in text and " ok " not in text
+    frame.drop(columns=["dtype"]).to_csv(tmp_path / "no_dtype.csv", index=False)
+    assert_one_line_error(invoke("check", tmp_path / "no_dtype.csv", "--baseline", base), "lacks the identity column")
+
+
+def test_markdown_report_escapes_cells_and_a_folder_report_names_report(tmp_path):
+    rows = [replace(row, model="a|b*c") for row in planted(1, top1=70.0)]
+    base = write(tmp_path, "base.csv", [replace(row, model="a|b*c") for row in base_rows()])
+    current = write(tmp_path, "cur.csv", rows)
+    report = tmp_path / "r.md"
+    assert invoke("check", current, "--baseline", base, "--report", report).exit_code == 1
+    table_rows = [line for line in report.read_text().splitlines() if line.startswith("| a")]
+    assert len(table_rows) == 1
+    assert table_rows[0].startswith(r"| a\|b\*c tome r=4") and table_rows[0].count(" | ") == 4, table_rows
+    assert_one_line_error(invoke("check", current, "--baseline", base, "--report", tmp_path),
+                          f"--report {tmp_path} is a directory")
+
+
+def test_no_matching_configuration_names_the_fields_that_differ(tmp_path, base):
+    current = write(tmp_path, "cur.csv", [replace(row, infer_batch_size=128) for row in base_rows()])
+    assert_one_line_error(invoke("check", current, "--baseline", base),
+                          "they differ in batch size 128 (current) vs 32 (baseline)")
+
+
+def test_configurations_on_one_side_only_take_one_line_each(tmp_path, base):
+    extra = [replace(base_rows()[1], r=r) for r in (1, 2, 3, 5, 6, 7)]
+    current = write(tmp_path, "cur.csv", base_rows()[:2] + extra)  # tome r=8 missing, six new
+    result = check(read_csv(current), read_csv(base))
+    assert result.missing_in_baseline_summary == (
+        "6 configurations: tome r=1..3,5..7 (vit_t, fp32, 224px, batch 32)")
+    assert result.missing_in_current_summary == "1 configuration: tome r=8 (vit_t, fp32, 224px, batch 32)"
+    out = invoke("check", current, "--baseline", base)
+    assert out.exit_code == 1
+    lines = [line for line in out.output.splitlines() if "configuration" in line and "│" in line]
+    assert len(lines) == 2 and "new" in lines[0] + lines[1] and "missing now" in lines[0] + lines[1], out.output
+    report = tmp_path / "r.md"
+    invoke("check", current, "--baseline", base, "--report", report)
+    md = report.read_text()
+    assert "6 configurations: tome r=1..3,5..7" in md and "<details>" in md

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import timm
@@ -154,3 +158,138 @@ def test_models_and_reducers_listings():
     result = invoke("reducers")
     assert result.exit_code == 0
     assert "tome" in result.output and "bipartite" in result.output
+
+
+# ---------------------------------------------------------------- help, version, start-up (issue 15)
+
+GOLDEN_HELP = Path(__file__).parent / "golden" / "sweep-help.txt"
+
+
+def help_text(*args: str) -> str:
+    # A fixed width: click wraps help to the terminal, and a golden text must not depend on who runs the test.
+    result = runner.invoke(cli.app, [*args, "--help"], env={"COLUMNS": "100"}, terminal_width=100,
+                           prog_name="tomebench")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_sweep_help_matches_the_golden_text():
+    # Regenerate deliberately after changing an option: tests/golden/sweep-help.txt is what a user reads.
+    assert help_text("sweep") == GOLDEN_HELP.read_text()
+
+
+@pytest.mark.parametrize("command", ["", "sweep", "compare", "ablate", "schedules", "check", "plot", "visualize",
+                                     "paper-baseline", "train-demo"])
+def test_help_keeps_brackets_and_shows_no_type_metavars(command):
+    text = help_text(*([command] if command else []))
+    for odd in ("<bool>", "<str>", "<int>", "<float>", "<path>", "list[", "<list"):
+        assert odd not in text, (odd, text)
+    if command in ("sweep", "compare"):
+        assert "pip install 'tomebench[ray]'" in " ".join(text.split())
+        assert "Default: 7 on CPU, 10 on CUDA." in " ".join(text.split())
+    if command == "paper-baseline":
+        assert "a [paper] table" in text
+
+
+def test_top_level_command_list_is_whole_sentences():
+    lines = help_text().split("Commands:")[1].splitlines()
+    assert lines and not any(line.rstrip().endswith("...") for line in lines), lines
+
+
+def test_help_states_the_engine_defaults():
+    from tomebench import sweep
+    from tomebench.timing import NOISY_SPREAD, TimingPlan
+
+    text = " ".join(help_text("sweep").split())
+    cuda = TimingPlan.for_device(torch.device("cuda")).repeats
+    assert f"Default: {TimingPlan().repeats} on CPU, {cuda} on CUDA" in text
+    assert f"spread above {NOISY_SPREAD:.0%} of its median" in text
+    assert f"[default: {sweep.SweepSpec().max_retime}]" in text
+    assert sweep._workers(None) == min(4, __import__("os").cpu_count() or 1) and "at most 4" in text
+
+
+def test_version():
+    from tomebench import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"tomebench {__version__}"
+
+
+def _fresh_python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_help_models_and_version_import_neither_torch_nor_timm_nor_matplotlib():
+    heavy = "[m for m in ('torch', 'timm', 'matplotlib') if m in sys.modules]"
+    for args in (["--help"], ["models"], ["--version"]):
+        code = (f"import sys\nfrom tomebench import cli\ntry:\n    cli.app({args!r})\nexcept SystemExit:\n    pass\n"
+                f"print({heavy})")
+        assert _fresh_python(code).splitlines()[-1] == "[]", args
+
+
+def test_patch_stays_the_function_when_the_submodule_is_imported():
+    code = ("import tomebench, tomebench.patch, tomebench.sweep\n"
+            "print(tomebench.patch.__module__, callable(tomebench.patch), type(tomebench.patch).__name__)")
+    assert _fresh_python(code) == "tomebench.patch True function"
+
+
+def test_reducers_list_options_with_defaults_and_choices_from_signatures():
+    from tomebench.reducer_options import options_of
+    from tomebench.reducers import REDUCERS
+
+    result = invoke("reducers")
+    assert result.exit_code == 0, result.output
+    for entry in REDUCERS:
+        for option in options_of(entry.obj):
+            assert option.describe() in result.output, option
+    tome = {o.name: o for o in options_of(REDUCERS.get("tome"))}
+    assert tome["distance"].describe() == "distance=cosine (cosine|dot|euclidean)"
+    assert "iters=5 (int)" in result.output
+
+
+# ---------------------------------------------------------------- friendlier errors (issue 15)
+
+
+def test_class_count_mismatch_suggests_num_classes(tmp_path):
+    weights = tmp_path / "ten.safetensors"
+    save_file(timm.create_model("test_vit", num_classes=10).state_dict(), str(weights))
+    result = invoke("sweep", "--model", "test_vit", "--checkpoint", str(weights), "--out", str(tmp_path / "x.csv"))
+    assert_one_line_error(result, 2, "--model-arg num_classes=10")
+
+
+def test_offline_hub_miss_fails_at_once_and_names_hf_hub_offline(monkeypatch):
+    from tomebench import models
+    from tomebench.errors import TomebenchError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in models.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(models.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+    with pytest.raises(TomebenchError, match="HF_HUB_OFFLINE=1"):
+        models._fail_fast_offline("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TomebenchError, match="HF_HUB_OFFLINE is set"):
+        models.create("vit_t")
+
+
+def test_forward_with_state_on_an_unpatched_model_says_to_patch_first():
+    import tomebench
+    from tomebench.errors import UsageError
+
+    model = timm.create_model("test_vit").eval()
+    with pytest.raises(UsageError, match=r"call tomebench.patch\(model"):
+        tomebench.forward_with_state(model, torch.zeros(1, 3, 160, 160))
+
+
+def test_summary_leads_with_speedup_and_the_rows_own_unpatched_rate(tmp_path):
+    out = tmp_path / "s.csv"
+    result = invoke("sweep", *TINY, "--r", "0,2", "--max-retime", "0", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "speedup" in line and "reducer" in line)
+    assert header.index("speedup") < header.index("img/s") and "unpatched img/s" in header
+    rows = read_rows(out)
+    assert len({r["baseline_samples_per_sec"] for r in rows}) == 1 and rows[0]["baseline_samples_per_sec"]
+    assert all(float(r["speedup_p10"]) <= float(r["speedup"]) <= float(r["speedup_p90"]) for r in rows)

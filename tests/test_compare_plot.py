@@ -177,11 +177,13 @@ def test_plot_of_only_failed_rows_is_an_error(tmp_path):
 
 
 def frame_of(points: list[tuple[str, int, float, float]], **extra) -> pd.DataFrame:
-    """(reducer, r, throughput, top1) rows with the columns the figures read."""
+    """(reducer, r, throughput, top1) rows with the columns the figures read, all timed against one unpatched
+    run of 100 images/s (so speedup = throughput / 100)."""
     base = dict(model="test_vit", dtype="fp32", device="cpu", device_name=None, infer_batch_size=8, error=None,
-                dataset="digits-test", infer_gflops=1.0, speedup=1.0)
+                dataset="digits-test", infer_gflops=1.0, baseline_samples_per_sec=100.0)
     base.update(extra)
-    rows = [dict(base, reducer=red, r=r, infer_samples_per_sec=speed, top1=top1) for red, r, speed, top1 in points]
+    rows = [dict(base, reducer=red, r=r, infer_samples_per_sec=speed, speedup=speed / 100.0, top1=top1)
+            for red, r, speed, top1 in points]
     return pd.DataFrame(rows)
 
 
@@ -209,23 +211,60 @@ def test_pareto_frontier_drops_exact_ties_and_equal_accuracy_at_lower_speed():
     assert len(front) == 2 and list(front["top1"]) == [5.0, 4.0] and list(front["reducer"])[1] == "d"
 
 
-def test_speed_accuracy_draws_one_line_per_reducer_and_a_titled_axis():
+def test_speed_accuracy_draws_speedup_with_bars_and_joins_points_only_without_zig_zags():
     frame = frame_of([
         ("none", 0, 100.0, 90.0),
         ("tome", 8, 220.0, 85.0), ("tome", 4, 150.0, 89.0),
-        ("prune", 4, 150.0, 88.0), ("prune", 8, 230.0, 80.0),
+        ("prune", 4, 150.0, 88.0), ("prune", 8, 130.0, 80.0), ("prune", 12, 230.0, 70.0),  # speedup zig-zags in r
         ("kmeans", 4, 140.0, 89.5),
-    ], error=None)
+    ], error=None, speedup_p10=None, speedup_p90=None)  # an older CSV: no paired spread
+    frame["infer_samples_per_sec_p10"] = frame["infer_samples_per_sec"] * 0.9
+    frame["infer_samples_per_sec_p90"] = frame["infer_samples_per_sec"] * 1.1
     frame.loc[len(frame)] = dict(frame.iloc[1], reducer="broken", r=4, error="RuntimeError: boom")
     fig = plots.speed_accuracy(frame)
     ax = fig.axes[0]
     _, labels = ax.get_legend_handles_labels()
     assert sorted(labels) == sorted(["tome", "prune", "kmeans", "unpatched", "Pareto frontier"])
-    lines = {line.get_label(): line for line in ax.get_lines()}
-    assert list(lines["tome"].get_xdata()) == [150.0, 220.0]  # sorted by r
-    assert list(lines["prune"].get_ydata()) == [88.0, 80.0]
+    assert ax.get_xlabel().startswith("speedup over the unpatched model")
+    bars = {container.get_label(): container for container in ax.containers}
+    assert list(bars["tome"].lines[0].get_xdata()) == [1.5, 2.2]  # speedup, sorted by r
+    # Bars from the row's own images/s p10/p90 over its unpatched reference: 135/100 and 165/100 around 1.5.
+    segment = bars["tome"].lines[2][0].get_segments()[0]
+    assert [round(v, 6) for v in (segment[0][0], segment[1][0])] == [1.35, 1.65]
+    joined = {line.get_label() for line in ax.get_lines()}
+    assert "_tome in r order" in joined and "_prune in r order" not in joined  # markers only for a zig-zag
     title = ax.get_title()
     assert "test_vit" in title and "cpu" in title and "fp32" in title and "digits-test" in title
+    texts = [t for t in ax.texts if t.get_text().startswith("r=")]
+    assert texts and not _overlapping(fig, texts)
+
+
+def _overlapping(fig, texts) -> bool:
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
+    if renderer is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_pareto_frontier_and_figure_use_speedup_not_raw_throughput_of_different_groups():
+    # Two timing groups on a machine whose load changed between them: group 2 ran at twice the raw images/s.
+    # kmeans r=4 is slower than its own unpatched run (0.8x) but its raw images/s (160) beat tome's (150).
+    frame = frame_of([("none", 0, 100.0, 90.0), ("tome", 4, 150.0, 89.0), ("tome", 8, 190.0, 86.0)])
+    late = frame_of([("kmeans", 4, 160.0, 89.0), ("kmeans", 8, 180.0, 85.0)], baseline_samples_per_sec=200.0)
+    late["speedup"] = late["infer_samples_per_sec"] / 200.0
+    frame = pd.concat([frame, late], ignore_index=True)
+    on_raw = plots.pareto_frontier(frame, "infer_samples_per_sec", "top1")
+    assert ("kmeans", 4) in list(zip(on_raw["reducer"], on_raw["r"]))  # what pooling raw images/s would claim
+    fig = plots.speed_accuracy(frame)
+    ax = fig.axes[0]
+    front = [line for line in ax.get_lines() if line.get_label() == "Pareto frontier"][0]
+    assert list(front.get_xdata()) == [1.0, 1.5, 1.9] and list(front.get_ydata()) == [90.0, 89.0, 86.0]
+    kmeans = {c.get_label(): c for c in ax.containers}["kmeans"]
+    assert list(kmeans.lines[0].get_xdata()) == [0.8, 0.9]
 
 
 def test_titles_prefer_the_device_name():
@@ -238,11 +277,14 @@ def test_titles_prefer_the_device_name():
 
 def test_golden_csv_figures_have_a_curve_per_reducer():
     frame = read_csv(GOLDEN)
-    fig = plots.metric_vs_r(frame, "speedup", "speedup over unpatched (x)")
+    fig = plots.metric_vs_r(frame, "speedup", plots.SPEEDUP_LABEL)
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["tome", "tome [distance=euclidean,features=q]", "unpatched"]
-    # The failed r=99 row is not plotted.
-    assert list(fig.axes[0].get_lines()[0].get_xdata()) == [4, 8]
+    assert labels == ["unpatched", "tome", "tome [distance=euclidean,features=q]"]
+    # The failed r=99 row is not plotted; speedup has its paired p10-p90 bars from the CSV.
+    tome = fig.axes[0].containers[0]
+    assert list(tome.lines[0].get_xdata()) == [4, 8]
+    segment = tome.lines[2][0].get_segments()[0]
+    assert [round(v, 4) for v in (segment[0][1], segment[1][1])] == [1.4551, 1.5451]
 
 
 # ---------------------------------------------------------------- reducers listing

@@ -27,7 +27,9 @@ def golden_rows() -> list[Row]:
         rows.append(Row(**{**base.__dict__, "reducer": reducer, "r": r, "prop_attn": reducer != "none",
                            "infer_samples_per_sec": rate, "infer_samples_per_sec_p10": rate * 0.95,
                            "infer_samples_per_sec_p90": rate * 1.05, "infer_step_time": 32e3 / rate,
-                           "speedup": rate / 1000.0, "infer_gflops": 0.04 - 0.002 * r, "tokens_final": 65 - 8 * r
+                           "speedup": rate / 1000.0, "baseline_samples_per_sec": 1000.0,
+                           "speedup_p10": rate / 1000.0 * 0.97, "speedup_p90": rate / 1000.0 * 1.03,
+                           "infer_gflops": 0.04 - 0.002 * r, "tokens_final": 65 - 8 * r
                            if r < 8 else 4, "top1": top1, "top5": 100.0,
                            "note": "r clamped to (N - prefix) // 2 at block(s) 8:8->4" if r == 8 else None}))
     rows.append(replace(rows[1], reducer_options="distance=euclidean,features=q", top1=96.25))
@@ -56,7 +58,7 @@ def test_header_follows_row_fields_and_measure_contract():
                 "infer_step_time", "speedup", "infer_gflops", "tokens_final", "peak_mem_mb", "top1", "top5",
                 "n_images", "dataset", "param_count", "error"]
     assert [c for c in COLUMNS if c in contract] == contract
-    for name in ("device_name", "torch", "timm", "tomebench", "git_sha", "timestamp"):
+    for name in ("device_name", "torch", "timm", "tomebench", "git_sha", "timestamp", "baseline_samples_per_sec"):
         assert name in COLUMNS
 
 

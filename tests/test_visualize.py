@@ -204,6 +204,26 @@ def test_overlay_tints_greys_and_draws_borders():
     assert (out[:128, :128] == g0).all()  # one flat tint, no border inside the top-left group
 
 
+def test_overlay_alpha_sets_how_much_of_the_image_shows_through():
+    pixels = np.full((3, 8, 8), 200, dtype=np.uint8)
+    ids = np.array([[0, 1], [2, 3]])
+    inside = (40, 40)  # within group 0, away from borders
+    image_only, tint_only, default = (vis.overlay(pixels, ids, alpha)[inside] for alpha in (0.0, 1.0, vis.ALPHA))
+    np.testing.assert_allclose(image_only, [200 / 255] * 3)
+    np.testing.assert_allclose(default, (1 - vis.ALPHA) * image_only + vis.ALPHA * tint_only)
+    assert vis.ALPHA < 0.5  # the image, not the colours, dominates (as in the paper's figures)
+
+
+def test_cli_alpha_default_and_range(digits, tmp_path):
+    import inspect
+
+    assert inspect.signature(cli.visualize).parameters["alpha"].default == vis.ALPHA
+    out = tmp_path / "a.png"
+    result = runner.invoke(cli.app, ["visualize", str(digits / "0" / "0024.png"), "--alpha", "1.5", "-o", str(out)])
+    one_line_error(result, "--alpha must be between 0 and 1")
+    assert not out.exists()
+
+
 def test_overlay_on_a_real_image_is_in_range(demo, pixels):
     (groups,) = vis.merge_groups(demo.model, pixels, demo.data_config, "prune", 4, [8], seed=0)
     out = vis.overlay(pixels, groups.ids)

@@ -42,6 +42,7 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "repeats": (int,),
     "workers": (int,),
     "group_size": (int,),
+    "max_retime": (int,),
     "executor": (str,),
     "ray_address": (str,),
     "samples": (int,),

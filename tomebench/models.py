@@ -2,16 +2,21 @@
 
 `NAME` is a timm name or alias (the default family), `tv:NAME` a torchvision ViT, `hf:NAME` a transformers ViT or
 DeiT; the prefix picks the family's adapter, which loads the model with its weights and its own preprocessing.
-Weights come from each library's hub loading, or from a local file with `checkpoint`.
+Weights come from each library's hub loading, or from a local file with `checkpoint`. Naming a model imports
+nothing heavy: the adapter imports its library when it loads.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tomebench.adapters import ADAPTERS, Adapter, LoadedModel
+from tomebench.adapters.base import hub_offline
 from tomebench.adapters.timm import ALIASES, resolve_name
-from tomebench.errors import UsageError
+from tomebench.errors import TomebenchError, UsageError
 
 __all__ = ["ALIASES", "LoadedModel", "create", "describe", "family", "resolve_name"]
 
@@ -37,6 +42,8 @@ def create(name: str, pretrained: bool = True, checkpoint: Path | None = None, *
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise UsageError(f"checkpoint file not found: {checkpoint}")
+    elif pretrained:
+        _fail_fast_offline(name)
     return adapter.load(rest, pretrained, checkpoint, **model_kwargs)
 
 
@@ -44,3 +51,41 @@ def describe(name: str, from_checkpoint: bool = False) -> tuple[str, int]:
     """(the `model` a run of `name` writes in its rows, the input size), without building anything."""
     adapter, rest = family(name)
     return adapter.describe(rest, from_checkpoint)
+
+
+# The weight files timm and transformers ask the hub for; any one in the cache means no download is needed.
+HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+PROBE_TIMEOUT_S = 3.0  # a reachable hub answers a TCP connect in well under a second
+
+
+def _fail_fast_offline(name: str) -> None:
+    """Raise at once when pretrained weights would have to come from a hub this machine cannot reach.
+
+    Unasked, huggingface_hub retries each file for about half a minute with back-off before giving up. With
+    HF_HUB_OFFLINE set it fails at once by itself; otherwise, when the weights are not cached, one short
+    connection attempt to the hub tells (skipped behind a proxy, which a direct probe would wrongly fail). Models
+    whose weights come from elsewhere (torchvision's download server, a local folder) are not probed.
+    """
+    if hub_offline() or any(os.environ.get(variable) for variable in PROXY_VARIABLES):
+        return
+    adapter, rest = family(name)
+    hub_id = adapter.hub_id(rest)
+    if not hub_id:
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = hub_id.partition("@")
+    if any(isinstance(try_to_load_from_cache(repo, file, revision=revision or None), str) for file in HUB_FILES):
+        return
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        shown = resolve_name(rest) if adapter is ADAPTERS.get("timm") else name
+        raise TomebenchError(
+            f"pretrained weights for {shown} are not in the hub cache and {endpoint.hostname} is not reachable "
+            f"({exc.strerror or exc}): pass --checkpoint PATH, use --no-pretrained for a throughput-only run, or "
+            "set HF_HUB_OFFLINE=1 to use only cached weights"
+        ) from None

@@ -78,7 +78,8 @@ def check_writable(path: Path, flag: str = "--out") -> None:
     or its folder cannot be created or written (probed by really creating a temp file there). Leaves nothing."""
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"{flag} {path} is a directory; give a file name such as {path / 'sweep.csv'}")
+        example = path / ("check.md" if flag == "--report" else "sweep.csv")
+        raise UsageError(f"{flag} {path} is a directory; give a file name such as {example}")
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):
         raise UsageError(f"{flag} {path} exists and is {_kind(path)}, not a regular file; tomebench only replaces "
                          "regular files, so give another file name")

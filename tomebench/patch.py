@@ -15,9 +15,7 @@ LayerScale and head is its adapter's business (`tomebench.adapters`), looked up 
 from __future__ import annotations
 
 import functools
-import inspect
 import numbers
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +27,7 @@ from torch import Tensor, nn
 
 from tomebench.adapters import ADAPTERS, Adapter, PatchedForward, adapter_for
 from tomebench.errors import UsageError
+from tomebench.reducer_options import Option, options_of
 from tomebench.reducers import REDUCERS, LayerTokens, Reducer, do_nothing, merge_tokens
 from tomebench.schedule import effective_schedule, layer_schedule, schedule_label
 
@@ -168,24 +167,23 @@ def check_reducer_options(options: dict[str, dict]) -> None:
     annotation allows (one of a Literal's choices, or an int/float/bool/str). Raises UsageError, worded for the
     command line's `--opt REDUCER.KEY=VALUE` and the same from `patch(model, **options)`."""
     for name, values in options.items():
-        accepted, hints = _reducer_options(REDUCERS.get(name))
+        accepted = {option.name: option for option in _options(REDUCERS.get(name))}
         for key, value in values.items():
             if key not in accepted:
                 known = ", ".join(accepted) or "none"
                 raise UsageError(f"reducer {name} has no option {key!r} (its options: {known})")
-            hint = hints.get(key)
-            if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
-                choices = ", ".join(map(str, typing.get_args(hint)))
-                raise UsageError(f"{name}.{key}={value}: choose one of {choices}")
-            if hint in (int, float, bool, str) and not _fits(value, hint):
-                raise UsageError(f"{name}.{key}={value!r}: expected a value of type {hint.__name__}")
+            option = accepted[key]
+            if option.choices is not None and value not in option.choices:
+                raise UsageError(f"{name}.{key}={value}: choose one of {', '.join(map(str, option.choices))}")
+            if option.kind is not None and not _fits(value, option.kind):
+                raise UsageError(f"{name}.{key}={value!r}: expected a value of type {option.kind.__name__}")
 
 
 @functools.cache
-def _reducer_options(fn) -> tuple[list[str], dict]:
-    """The keyword options of a reducer function (after the tokens and r) and their annotations. Cached: `patch`
-    checks options on every call, and a sweep patches once per configuration per batch."""
-    return list(inspect.signature(fn).parameters)[2:], typing.get_type_hints(fn)
+def _options(fn) -> tuple[Option, ...]:
+    """A reducer's options, cached: `patch` checks options on every call, and a sweep patches once per
+    configuration per batch."""
+    return tuple(options_of(fn))
 
 
 def _fits(value: object, kind: type) -> bool:
@@ -207,6 +205,10 @@ def unpatch(model: nn.Module) -> nn.Module:
 
 def forward_with_state(model: nn.Module, x: Tensor) -> tuple[Tensor, TokenState]:
     """Run a patched model on images x (B, 3, H, W); return logits and the final TokenState."""
+    if patch_info(model) is None:
+        # Without a patch there is no token state to return (and a bare AttributeError would not say why).
+        raise UsageError(f"forward_with_state needs a patched model, and this {type(model).__name__} is not patched: "
+                         "call tomebench.patch(model, reducer, r) first (r=0 keeps every token)")
     feats, state = _forward_tokens(model, x)
     return adapter_for(model).head(model, feats, state.size), state
 

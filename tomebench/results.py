@@ -69,6 +69,11 @@ class Row:
     tomebench: str | None = None
     git_sha: str | None = None
     timestamp: str | None = None
+    # Appended later (older CSVs lack them; `read_csv` fills them empty). Raw images/s of different timing groups
+    # are not comparable, so each row names its own reference and the spread of its paired speedup.
+    baseline_samples_per_sec: float | None = None  # the unpatched model's images/s in this row's timing group
+    speedup_p10: float | None = None  # p10 and p90 of the per-round paired ratios whose median is `speedup`
+    speedup_p90: float | None = None
 
     def with_environment(self, env: Environment) -> Row:
         return replace(self, **asdict(env))
@@ -192,4 +197,16 @@ def read_csv(path: Path) -> pd.DataFrame:
         frame[name] = pd.NA
     frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
     frame.attrs["absent_columns"] = tuple(absent)  # filled in empty above; check refuses to join on those
+    frame.attrs["nonfinite_cells"] = _nonfinite_cells(path)
     return frame
+
+
+NONFINITE_TEXT = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def _nonfinite_cells(path: Path) -> tuple[tuple[int, str], ...]:
+    """(row position, column) of every cell written as NaN or inf. pandas reads a literal "nan" exactly as it reads
+    an empty cell, but an empty cell means "not measured" and a NaN one means a measurement went wrong."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return tuple((position, column) for column in raw.columns
+                 for position, text in enumerate(raw[column]) if text.strip().lower() in NONFINITE_TEXT)

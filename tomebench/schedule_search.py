@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 from tomebench.cost import count_gflops
 from tomebench.errors import UsageError
 from tomebench.models import LoadedModel
-from tomebench.patch import depth as model_depth, num_input_tokens, num_prefix_tokens, patch, unpatch
-from tomebench.plots import pareto_frontier, usable
+from tomebench.patch import depth as model_depth
+from tomebench.patch import num_input_tokens, num_prefix_tokens, patch, unpatch
+from tomebench.plots import SPEEDUP_LABEL, monotone, pareto_frontier, speedup_errors, usable
 from tomebench.schedule import full_r, sample_schedules
 from tomebench.sweep import Config
 
@@ -98,15 +99,20 @@ def figure(frame: pd.DataFrame) -> Figure:
     for name, colour in zip(NAMED, ("tab:blue", "tab:red", "tab:green")):
         named = rows[(rows["reducer"] != "none") & (rows["schedule"].astype(str) == name)].sort_values("r")
         if not named.empty:
-            left.plot(named["speedup"], named["top1"], marker="o", color=colour, label=name, zorder=3)
+            # Joined in r order only where speedup moves steadily with r; otherwise the line would be noise.
+            left.errorbar(named["speedup"], named["top1"], xerr=speedup_errors(named), color=colour, label=name,
+                          zorder=3, fmt="o-" if monotone(named["speedup"]) else "o", markersize=5, capsize=2,
+                          elinewidth=0.8)
     base = rows[rows["reducer"] == "none"]
     if not base.empty:
         left.scatter(base["speedup"], base["top1"], marker="*", s=160, color="black", zorder=4, label="unpatched")
     front = best_schedules(frame)
     if not front.empty:
+        left.errorbar(front["speedup"], front["top1"], xerr=speedup_errors(front), fmt="none", ecolor="black",
+                      elinewidth=0.8, capsize=2, zorder=5)
         left.scatter(front["speedup"], front["top1"], s=60, facecolors="none", edgecolors="black", zorder=5,
-                     label="frontier (random)")
-    left.set_xlabel("speedup over unpatched (x)")
+                     label="frontier (random; bars p10-p90)")
+    left.set_xlabel(SPEEDUP_LABEL)
     left.set_ylabel("top-1 accuracy (%)")
     left.grid(alpha=0.3)
     left.legend(fontsize=8)

@@ -72,8 +72,16 @@ class Timing:
         ratios shrugs off a slow round that a ratio of two medians taken from different rounds would not.
         Per image, so a configuration that backed off to a smaller batch still compares fairly.
         """
-        pairs = list(zip(reference.step_times, self.step_times))
-        return statistics.median((ref / reference.batch_size) / (own / self.batch_size) for ref, own in pairs)
+        return statistics.median(self._paired_ratios(reference))
+
+    def speedup_spread(self, reference: Timing) -> tuple[float, float]:
+        """(p10, p90) of the same paired per-round ratios: the error bar of `speedup_over`."""
+        ratios = sorted(self._paired_ratios(reference))
+        return _quantile(ratios, 0.1), _quantile(ratios, 0.9)
+
+    def _paired_ratios(self, reference: Timing) -> list[float]:
+        pairs = zip(reference.step_times, self.step_times)
+        return [(ref / reference.batch_size) / (own / self.batch_size) for ref, own in pairs]
 
     def median_step_ms(self) -> float:
         return statistics.median(self.step_times) * 1e3

@@ -99,6 +99,11 @@ def merge_groups(
     return result
 
 
+# Opacity of the group colours: low enough that the image shows through, as in the paper's figures, and high enough
+# that neighbouring groups stay apart (the borders separate them too).
+ALPHA = 0.4
+
+
 def _palette(count: int) -> np.ndarray:
     """count distinct-looking RGB colours in [0, 1], the same every call (golden-ratio hues)."""
     hues = (np.arange(count) * 0.618033988749895) % 1.0
@@ -106,8 +111,9 @@ def _palette(count: int) -> np.ndarray:
     return mcolors.hsv_to_rgb(np.stack([hues, sat, val], axis=1))
 
 
-def overlay(pixels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Colour each group over the image, draw group borders, grey out dropped patches. -> (H, W, 3) in [0, 1]."""
+def overlay(pixels: np.ndarray, ids: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """Colour each group translucently (opacity alpha) over the image, draw group borders, grey out dropped
+    patches. -> (H, W, 3) in [0, 1]."""
     image = pixels.transpose(1, 2, 0).astype(np.float64) / 255.0  # (H, W, 3)
     # Small inputs (the demo's 32 px) are enlarged first, so one-pixel borders stay thin next to a patch.
     scale = max(1, -(-256 // image.shape[0]))
@@ -117,7 +123,7 @@ def overlay(pixels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     cell = np.repeat(np.repeat(ids, h // gh, axis=0), w // gw, axis=1)  # (H, W) group id per pixel
     colours = _palette(max(int(ids.max()) + 1, 1))
     tint = colours[np.clip(cell, 0, None)]
-    out = 0.45 * image + 0.55 * tint
+    out = (1 - alpha) * image + alpha * tint
     grey = image.mean(axis=2, keepdims=True) * 0.35 + 0.5
     out = np.where((cell == DROPPED)[..., None], np.broadcast_to(grey, out.shape), out)
     border = np.zeros((h, w), dtype=bool)
@@ -127,7 +133,7 @@ def overlay(pixels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def figure(images: Sequence[tuple[str, np.ndarray, list[Groups]]], title: str) -> Figure:
+def figure(images: Sequence[tuple[str, np.ndarray, list[Groups]]], title: str, alpha: float = ALPHA) -> Figure:
     """One row per image: the input, then the groups after each requested block."""
     columns = 1 + max(len(groups) for _, _, groups in images)
     fig = Figure(figsize=(2.6 * columns, 2.8 * len(images) + 0.4), layout="constrained")
@@ -136,7 +142,7 @@ def figure(images: Sequence[tuple[str, np.ndarray, list[Groups]]], title: str) -
         axes[row, 0].imshow(pixels.transpose(1, 2, 0))
         axes[row, 0].set_title(name, fontsize=8)
         for col, group in enumerate(groups, start=1):
-            axes[row, col].imshow(overlay(pixels, group.ids), interpolation="nearest")
+            axes[row, col].imshow(overlay(pixels, group.ids, alpha), interpolation="nearest")
             axes[row, col].set_title(f"after block {group.layer}: {group.count} groups", fontsize=8)
         for ax in axes[row]:
             ax.set_axis_off()
@@ -153,8 +159,10 @@ def draw(
     pretrained: bool,
     checkpoint: Path | None,
     options: dict,
+    alpha: float = ALPHA,
 ) -> Figure:
-    """Load the model, run each image, and draw them. r None: the model's full r; layers None: the last block."""
+    """Load the model, run each image, and draw them. r None: the model's full r; layers None: the last block;
+    alpha: the opacity of the group colours over the image."""
     loaded = create(model_name, pretrained=pretrained, checkpoint=checkpoint)
     model = loaded.model
     depth = model_depth(model)
@@ -164,4 +172,4 @@ def draw(
         pixels = load_image(Path(path), loaded.data_config, loaded.transform)
         groups = merge_groups(model, pixels, loaded.data_config, reducer, r, layers or [depth], **options)
         shown.append((Path(path).name, pixels, groups))
-    return figure(shown, f"{loaded.name} · {reducer} r={r}")
+    return figure(shown, f"{loaded.name} · {reducer} r={r}", alpha)

@@ -16,20 +16,25 @@ An adapter answers those questions for one family (where q/k/v, the norms, Layer
 knows how to load the family's models by name with their preprocessing. It imports this module and its own
 library only, never `tomebench.patch`: the patched forward reaches the loop through `PatchedForward`'s hooks,
 which `patch` fills in.
+
+Adapter modules import their library inside the methods that need it (loading, checking), never at import time,
+so listing the families (`tomebench models`, `--help`) imports neither torch nor any model library.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from tomebench.errors import UsageError
 from tomebench.registry import Registry
+
+if TYPE_CHECKING:  # importing this module must stay cheap: `tomebench models` lists the families without torch
+    from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,11 @@ class Adapter:
         """(the row's model name, the input size) for `name`, without building or downloading anything."""
         raise NotImplementedError
 
+    def hub_id(self, name: str) -> str | None:
+        """The Hugging Face hub repository pretrained weights of `name` come from, if any: `models` probes the hub
+        before a download that would otherwise retry for half a minute."""
+        return None
+
     def catalog(self) -> list[tuple[str, str, str]]:
         """(name to type, what it resolves to, what it is) rows for `tomebench models`."""
         return []
@@ -192,11 +202,24 @@ def load_state_file(path: Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    import torch
+
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     return state
+
+
+def loaded_class(module: str, name: str) -> type | None:
+    """The class `module.name` if its module is already imported, else None. A model of that class cannot exist
+    before its module is imported, so `handles` can ask without importing (or installing) the library."""
+    return getattr(sys.modules.get(module), name, None)
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE is set: Hugging Face hub downloads fail at once, only cached files are used."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def is_offline(exc: BaseException) -> bool:

@@ -7,23 +7,30 @@ and gate where present; `num_prefix_tokens` covers cls, distillation and registe
 from __future__ import annotations
 
 import difflib
+import importlib
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import timm
-from timm.data import resolve_data_config
-from timm.layers import Attention
-from timm.models import get_pretrained_cfg
-from timm.models.vision_transformer import Block, VisionTransformer
-from torch import Tensor, nn
-
-from tomebench.adapters.base import ADAPTERS, Adapter, LoadedModel, PatchedForward, is_offline, weighted_mean
-from tomebench.demo import model as demo_model  # registers the demo ViT with timm
+from tomebench import demo
+from tomebench.adapters.base import (
+    ADAPTERS,
+    Adapter,
+    LoadedModel,
+    PatchedForward,
+    hub_offline,
+    is_offline,
+    loaded_class,
+    weighted_mean,
+)
 from tomebench.errors import TomebenchError, UsageError, one_line
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 # alias -> (timm name, what it is). The tags are the weights timm publishes for each architecture.
 ALIASES: dict[str, tuple[str, str]] = {
-    "demo": (demo_model.NAME, "bundled depth-8 ViT trained on scikit-learn's 8x8 digits (runs offline)"),
+    "demo": (demo.NAME, "bundled depth-8 ViT trained on scikit-learn's 8x8 digits (runs offline)"),
     "vit_t": ("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "ViT-Ti/16, AugReg"),
     "vit_s": ("vit_small_patch16_224.augreg_in21k_ft_in1k", "ViT-S/16, AugReg"),
     "vit_b": ("vit_base_patch16_224.augreg_in21k_ft_in1k", "ViT-B/16, AugReg"),
@@ -42,10 +49,18 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
+def _timm():
+    """timm, with the demo ViT registered. Imported here, not at the top: `tomebench models` and `--help` should
+    not wait seconds for timm and torch."""
+    importlib.import_module("tomebench.demo.model")
+    return importlib.import_module("timm")
+
+
 def resolve_name(name: str) -> str:
     """Alias or timm name -> timm name. Unknown names raise a UsageError with close matches."""
     if name in ALIASES:
         return ALIASES[name][0]
+    timm = _timm()
     architecture = name.split(".", 1)[0]
     if timm.is_model(architecture):
         return name
@@ -76,9 +91,13 @@ class TimmAdapter(Adapter):
     summary = "timm VisionTransformer: any timm ViT/DeiT name, with or without a pretrained tag, or an alias"
 
     def handles(self, cls: type) -> bool:
-        return issubclass(cls, VisionTransformer)
+        base = loaded_class("timm.models.vision_transformer", "VisionTransformer")
+        return base is not None and issubclass(cls, base)
 
     def check(self, model: nn.Module) -> None:
+        from timm.layers import Attention
+        from timm.models.vision_transformer import Block
+
         for i, block in enumerate(model.blocks):
             if not isinstance(block, Block) or not isinstance(block.attn, Attention):
                 raise UsageError(
@@ -168,8 +187,12 @@ class TimmAdapter(Adapter):
         """model_kwargs go to timm.create_model (for example global_pool="avg" for MAE fine-tuned checkpoints);
         a checkpoint goes through timm's own loader, so the model's checkpoint filter applies."""
         timm_name = resolve_name(name)
+        timm = _timm()
+        from timm.data import resolve_data_config
+
         kwargs: dict = dict(model_kwargs)
         if checkpoint is not None:
+            # timm's own loader then applies the model's checkpoint filter (pos-embed resizing, key renames).
             kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint), hf_hub_id=None, url=None)
             pretrained = True
         try:
@@ -192,10 +215,19 @@ class TimmAdapter(Adapter):
 
     def describe(self, name: str, from_checkpoint: bool) -> tuple[str, int]:
         timm_name = resolve_name(name)
+        from timm.models import get_pretrained_cfg
+
         architecture, _, tag = timm_name.partition(".")
         cfg = get_pretrained_cfg(timm_name) or get_pretrained_cfg(architecture)
         size = int(cfg.input_size[-1]) if cfg else 224
         return (architecture if from_checkpoint or not tag else timm_name), size
+
+    def hub_id(self, name: str) -> str | None:
+        _timm()
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(resolve_name(name))
+        return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
 
     def catalog(self) -> list[tuple[str, str, str]]:
         return [(alias, timm_name, what) for alias, (timm_name, what) in ALIASES.items()]
@@ -203,14 +235,31 @@ class TimmAdapter(Adapter):
 
 def _load_error(timm_name: str, checkpoint: Path | None, exc: Exception) -> TomebenchError:
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    classes = _class_count_mismatch(str(exc))
+    if classes is not None:
+        return UsageError(f"the weights have a {classes}-class head but {timm_name} was built with another class "
+                          f"count: pass --model-arg num_classes={classes}")
     if checkpoint is not None:
         return TomebenchError(f"cannot load checkpoint {checkpoint} into {timm_name}: {detail}")
     if is_offline(exc):
+        offline = "HF_HUB_OFFLINE is set and they are not in the hub cache" if hub_offline() else (
+            "no network? set HF_HUB_OFFLINE=1 to fail at once instead of retrying")
         return TomebenchError(
-            f"pretrained weights for {timm_name} are not reachable (offline?): pass --checkpoint PATH, "
+            f"pretrained weights for {timm_name} are not reachable ({offline}): pass --checkpoint PATH, "
             "put them in the Hugging Face hub cache, or use --no-pretrained for a throughput-only run"
         )
     return TomebenchError(f"cannot create {timm_name}: {detail}")
+
+
+def _class_count_mismatch(text: str) -> int | None:
+    """The class count of the weights when loading failed on the classifier's shape, else None.
+
+    torch says "size mismatch for head.weight: copying a param with shape torch.Size([10, 64]) from checkpoint,
+    the shape in current model is torch.Size([1000, 64])"; the first dimension of the checkpoint's is the count.
+    """
+    found = re.search(r"size mismatch for (?:head|fc|classifier)\w*\.(?:weight|bias): copying a param with shape "
+                      r"torch\.Size\(\[(\d+)", text)
+    return int(found.group(1)) if found else None
 
 
 TIMM = ADAPTERS.register("timm", description="timm VisionTransformer")(TimmAdapter())

@@ -13,18 +13,39 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torchvision
-from torch import Tensor, nn
-from torchvision import transforms
-from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
-
-from tomebench.adapters.base import ADAPTERS, Adapter, LoadedModel, PatchedForward, is_offline, load_state_file
+from tomebench.adapters.base import (
+    ADAPTERS,
+    Adapter,
+    LoadedModel,
+    PatchedForward,
+    is_offline,
+    load_state_file,
+    loaded_class,
+)
 from tomebench.errors import TomebenchError, UsageError, one_line
 
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torchvision import transforms
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+# The ViT weights torchvision publishes (architecture, weights, input size, ImageNet-1k top-1 in its docs), listed
+# by `tomebench models` without importing torchvision; tests/test_families_cli.py holds it to torchvision's enums.
+PUBLISHED = (
+    ("vit_b_16", "IMAGENET1K_V1", 224, 81.072),
+    ("vit_b_16", "IMAGENET1K_SWAG_E2E_V1", 384, 85.304),
+    ("vit_b_16", "IMAGENET1K_SWAG_LINEAR_V1", 224, 81.886),
+    ("vit_b_32", "IMAGENET1K_V1", 224, 75.912),
+    ("vit_h_14", "IMAGENET1K_SWAG_E2E_V1", 518, 88.552),
+    ("vit_h_14", "IMAGENET1K_SWAG_LINEAR_V1", 224, 85.708),
+    ("vit_l_16", "IMAGENET1K_V1", 224, 79.662),
+    ("vit_l_16", "IMAGENET1K_SWAG_E2E_V1", 512, 88.064),
+    ("vit_l_16", "IMAGENET1K_SWAG_LINEAR_V1", 224, 85.146),
+    ("vit_l_32", "IMAGENET1K_V1", 224, 76.972),
+)
 
 
 class _TorchvisionForward(PatchedForward):
@@ -37,9 +58,13 @@ class TorchvisionAdapter(Adapter):
     summary = "torchvision VisionTransformer: tv:ARCH[.WEIGHTS]"
 
     def handles(self, cls: type) -> bool:
-        return issubclass(cls, VisionTransformer)
+        base = loaded_class("torchvision.models.vision_transformer", "VisionTransformer")
+        return base is not None and issubclass(cls, base)
 
     def check(self, model: nn.Module) -> None:
+        from torch import nn
+        from torchvision.models.vision_transformer import EncoderBlock
+
         for i, block in enumerate(self.blocks(model)):
             attn = getattr(block, "self_attention", None)
             packed = isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.bias_k is None
@@ -64,6 +89,8 @@ class TorchvisionAdapter(Adapter):
         return int(model.num_classes)
 
     def embed(self, model: nn.Module, images: Tensor, **kwargs: Any) -> Tensor:
+        import torch
+
         x = model._process_input(images)  # (B, N - 1, C)
         x = torch.cat([model.class_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N, C), class token first
         return model.encoder.dropout(x + model.encoder.pos_embedding)
@@ -77,7 +104,9 @@ class TorchvisionAdapter(Adapter):
     def qkv(self, attn: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, n, _ = h.shape
         heads = attn.num_heads
-        packed = nn.functional.linear(h, attn.in_proj_weight, attn.in_proj_bias)  # (B, N, 3C): q, k, v in order
+        from torch.nn.functional import linear
+
+        packed = linear(h, attn.in_proj_weight, attn.in_proj_bias)  # (B, N, 3C): q, k, v in order
         qkv = packed.reshape(b, n, 3, heads, attn.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
         return qkv.unbind(0)
 
@@ -105,6 +134,8 @@ class TorchvisionAdapter(Adapter):
     def load(self, name: str, pretrained: bool, checkpoint: Path | None, **model_kwargs: Any) -> LoadedModel:
         """model_kwargs go to the builder (image_size=..., num_classes=...); a checkpoint is a state dict file
         for the architecture at its weights' input size."""
+        import torchvision
+
         architecture, weights = _resolve(name)
         if weights is None and pretrained and checkpoint is None:
             raise UsageError(f"tv:{architecture} has no published weights: pass --checkpoint PATH or --no-pretrained")
@@ -145,23 +176,22 @@ class TorchvisionAdapter(Adapter):
 
     def catalog(self) -> list[tuple[str, str, str]]:
         rows = []
-        for architecture in _architectures():
-            enum = _weights_enum(architecture)
-            for weights in (list(enum) if enum is not None else []):
-                size = weights.meta["min_size"][0]
-                acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
-                what = f"{size} px" + (f", top-1 {acc}" if acc is not None else "")
-                short = weights.name.lower().removeprefix("imagenet1k_").removesuffix("_v1")
-                rows.append((f"tv:{architecture}.{short}", f"tv:{architecture}.{weights.name}", what))
+        for architecture, weights, size, top1 in PUBLISHED:
+            short = weights.lower().removeprefix("imagenet1k_").removesuffix("_v1")
+            rows.append((f"tv:{architecture}.{short}", f"tv:{architecture}.{weights}", f"{size} px, top-1 {top1}"))
         return rows
 
 
 def _architectures() -> list[str]:
     """torchvision's ViT builders, and any `vit_*` builder registered with torchvision's model registry."""
+    import torchvision
+
     return [m for m in torchvision.models.list_models() if m.startswith("vit_")]
 
 
 def _weights_enum(architecture: str):
+    import torchvision
+
     try:
         return torchvision.models.get_model_weights(architecture)
     except (ValueError, KeyError, AttributeError):
@@ -194,6 +224,8 @@ def _resolve(name: str):
 def _preprocessing(model: nn.Module, weights) -> tuple[dict, transforms.Compose]:
     """The data config and the uint8 transform from the weights' own `transforms()` (resize, centre crop,
     interpolation, antialias, mean, std); a builder without weights: resize to its image size, ImageNet stats."""
+    from torchvision import transforms
+
     if weights is not None:
         preset = weights.transforms()
         resize, crop = list(preset.resize_size), list(preset.crop_size)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor, nn
-from torchvision import transforms
+from typing import TYPE_CHECKING, Any
 
 from tomebench.adapters.base import ADAPTERS, Adapter, LoadedModel, PatchedForward, is_offline, load_state_file
 from tomebench.errors import TomebenchError, UsageError, one_line
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torchvision import transforms
 
 CLASSES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
 TEACHER = "DeiTForImageClassificationWithTeacher"
@@ -178,6 +179,10 @@ class TransformersAdapter(Adapter):
         data_config, transform = _preprocessing(transformers, name, config)
         return LoadedModel(f"hf:{name}", model, data_config, pretrained or checkpoint is not None, transform)
 
+    def hub_id(self, name: str) -> str | None:
+        local = name.startswith((".", "/", "~")) or os.path.exists(name)
+        return None if local or not name else name
+
     def describe(self, name: str, from_checkpoint: bool) -> tuple[str, int]:
         config = _config(_import(), name, {})
         size = config.image_size
@@ -236,6 +241,8 @@ def _preprocessing(transformers, name: str, config) -> tuple[dict, transforms.Co
     `crop_size` if `do_center_crop`, the `resample` filter, `image_mean`/`image_std`), resized by PIL as the
     PIL-backed image processors do. A folder without one gets ViTImageProcessor's defaults at the model's image
     size (bilinear resize, mean and std 0.5)."""
+    from torchvision import transforms
+
     side = config.image_size if isinstance(config.image_size, int) else config.image_size[-1]
     try:
         proc = transformers.AutoImageProcessor.from_pretrained(name)

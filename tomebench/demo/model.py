@@ -12,8 +12,8 @@ from pathlib import Path
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-ARCHITECTURE = "tomebench_demo_vit"
-NAME = f"{ARCHITECTURE}.digits"
+from tomebench.demo import ARCHITECTURE, NAME  # noqa: F401  (NAME: re-exported)
+
 WEIGHTS = Path(__file__).with_name("demo_vit.safetensors")
 
 # 32x32 input in 4x4 patches: 64 patch tokens + 1 class token = 65 tokens, so r up to 8 per layer over 8 blocks.

@@ -1,0 +1,96 @@
+"""Speed as the paired speedup: each row's spread of paired ratios, its own unpatched reference, and re-timing a
+group whose spread is too wide (--max-retime)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tomebench import sweep
+from tomebench.sweep import Check, SweepSpec, Setup, measure_throughput
+from tomebench.timing import NOISY_SPREAD, Timing
+
+
+def timing(*seconds: float, batch: int = 8) -> Timing:
+    return Timing(tuple(seconds), 1, None, None, batch)
+
+
+def test_speedup_spread_is_the_p10_p90_of_paired_ratios():
+    reference = timing(1.0, 2.0, 1.0, 1.0, 1.0)
+    own = timing(0.5, 1.0, 0.5, 0.4, 1.0)  # paired ratios 2, 2, 2, 2.5, 1: round 2 was slow for both
+    assert own.speedup_over(reference) == 2.0
+    p10, p90 = own.speedup_spread(reference)
+    assert p10 == pytest.approx(1.4) and p90 == pytest.approx(2.3)
+
+
+def test_a_row_carries_its_groups_unpatched_rate_and_paired_spread():
+    identity = sweep.Row(model="m", reducer="tome", r=4, schedule="constant", prop_attn=True, infer_img_size=32,
+                         infer_batch_size=8, dtype="fp32", device="cpu")
+    reference = timing(0.1, 0.1, 0.1)
+    row = sweep._row(identity, Check(batch_size=8), timing(0.05, 0.05, 0.04), None, None, 0, reference)
+    assert row.baseline_samples_per_sec == pytest.approx(80.0)
+    assert row.speedup == pytest.approx(2.0) and row.speedup_p10 <= row.speedup <= row.speedup_p90
+    unpaired = sweep._row(identity, Check(batch_size=8), timing(0.05), None, None, 0, None)
+    assert unpaired.baseline_samples_per_sec is None and unpaired.speedup_p10 is None
+
+
+NOISY = (0.1, 0.2, 0.1, 0.3, 0.1)  # spread far above NOISY_SPREAD
+QUIET = (0.1, 0.1, 0.1, 0.1, 0.1)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    spec = SweepSpec(model="test_vit", pretrained=False, r=(0, 2), batch_size=2, device="cpu", data="synthetic",
+                     repeats=5)
+    return Setup.build(spec)
+
+
+def _fake_timer(monkeypatch, attempts: list[tuple[float, ...]]):
+    """time_interleaved replaced: attempt k gives every candidate the times attempts[k]; records the calls."""
+    calls = []
+
+    def fake(candidates, device, plan, on_repeat=None):
+        times = attempts[min(len(calls), len(attempts) - 1)]
+        calls.append(len(candidates))
+        return [Timing(times, 1, None, None, c.batch_size) for c in candidates]
+
+    monkeypatch.setattr(sweep, "time_interleaved", fake)
+    return calls
+
+
+@pytest.mark.parametrize(("max_retime", "attempts", "calls", "kept"), [
+    (2, [NOISY, QUIET], 2, QUIET),  # noisy, then quiet: stops at the first quiet attempt
+    (2, [NOISY, NOISY, NOISY], 3, NOISY),  # bounded: 1 + 2 attempts, then gives up with the note
+    (0, [NOISY, QUIET], 1, NOISY),  # 0: never re-timed
+    (2, [QUIET], 1, QUIET),  # a quiet group is timed once
+])
+def test_a_noisy_group_is_retimed_whole_and_bounded(monkeypatch, setup, max_retime, attempts, calls, kept):
+    from dataclasses import replace
+
+    recorded = _fake_timer(monkeypatch, attempts)
+    setup = replace(setup, spec=replace(setup.spec, max_retime=max_retime))
+    result = measure_throughput(setup, [0, 1, 2])
+    assert len(recorded) == calls and set(recorded) == {3}  # every attempt times the whole group, baseline included
+    assert result.retimed == calls - 1
+    assert all(t.step_times == kept for t in result.timings.values())
+    rows, _ = sweep.group_rows(setup, [0, 1, 2], result, {})
+    noisy = [row.note for row in rows if row.note and "noisy timing" in row.note]
+    assert len(noisy) == (3 if kept == NOISY else 0)
+    if kept == NOISY and calls > 1:
+        assert all(f"after {calls - 1} re-timing(s)" in note for note in noisy)
+
+
+def test_the_quieter_attempt_is_kept(monkeypatch, setup):
+    from dataclasses import replace
+
+    noisier = (0.1, 0.4, 0.1, 0.5, 0.1)
+    _fake_timer(monkeypatch, [NOISY, noisier])
+    result = measure_throughput(replace(setup, spec=replace(setup.spec, max_retime=1)), [0, 1, 2])
+    assert result.retimed == 1 and all(t.step_times == NOISY for t in result.timings.values())
+    assert sweep.worst_spread(result.timings.values()) > NOISY_SPREAD
+
+
+def test_max_retime_must_not_be_negative(setup):
+    from tomebench.errors import UsageError
+
+    with pytest.raises(UsageError, match="--max-retime must be >= 0"):
+        Setup.build(SweepSpec(model="test_vit", pretrained=False, device="cpu", data="synthetic", max_retime=-1))

@@ -89,7 +89,11 @@ def test_tome_is_at_least_as_accurate_as_random_pruning_at_every_r():
     loader = make_loader(images, loaded.data_config, batch_size=120, workers=0, pin_memory=False)
     result = evaluate_in_one_pass(model, prepares, loader, DeviceNormalize(loaded.data_config, torch.device("cpu")),
                                   autocast_for(torch.device("cpu"), "fp32"))
-    top1 = [acc.top1 for acc in result.per_config]
-    tome, prune = top1[: len(r_values)], top1[len(r_values):]
-    assert all(t >= p for t, p in zip(tome, prune)), list(zip(r_values, tome, prune))
-    assert prune[-1] < tome[-1]  # at r=8 (a tenth of the tokens left) pruning clearly loses
+    correct = [acc.correct1 for acc in result.per_config]  # of 360: exact counts, no float comparisons
+    tome, prune = correct[: len(r_values)], correct[len(r_values):]
+    # At r = 1 both keep nearly every token and either may get one image luckier; beyond that ToMe is never
+    # behind, and over the whole range it is ahead.
+    assert all(t >= p - 1 for t, p in zip(tome, prune)), list(zip(r_values, tome, prune))
+    assert all(t >= p for t, p in list(zip(tome, prune))[1:]), list(zip(r_values, tome, prune))
+    assert sum(tome) > sum(prune)
+    assert prune[-1] < tome[-1] - 10  # at r=8 (a tenth of the tokens left) pruning clearly loses

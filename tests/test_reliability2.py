@@ -120,9 +120,8 @@ def test_a_sigterm_releases_the_lock(tmp_path):
     code = f"""
         import os, signal
         from tomebench.cli import app
-        from tomebench.sweep import run_sweep
-        import tomebench.cli as cli
-        real = cli.run_sweep
+        import tomebench.sweep as sweep
+        real = sweep.run_sweep
         def killing(spec, progress, sink, executor):
             class P:
                 def phase(self, name, total):
@@ -130,7 +129,7 @@ def test_a_sigterm_releases_the_lock(tmp_path):
                         os.kill(os.getpid(), signal.SIGTERM)
                 def advance(self, amount=1): pass
             return real(spec, P(), sink, executor)
-        cli.run_sweep = killing
+        sweep.run_sweep = killing  # the CLI imports it when it runs, so this is what it calls
         app(["sweep", "--model", "test_vit", "--no-pretrained", "--repeats", "1", "--device", "cpu",
              "--data", "synthetic", "--r", "0", "--out", {str(out)!r}])
     """

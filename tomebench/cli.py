@@ -803,15 +803,16 @@ def reducers() -> None:
     from tomebench.reducer_options import options_of
     from tomebench.reducers import REDUCERS
 
-    table = Table(title="reducers (options: --opt REDUCER.KEY=VALUE; default first, then the choices)")
-    table.add_column("name", no_wrap=True)
-    table.add_column("aliases", no_wrap=True)
-    table.add_column("options", overflow="fold")
-    table.add_column("what", overflow="fold")
+    # One block per reducer, one option per line, never folded: an option is something to copy into --opt.
+    console.print("Registered reducers; options as --opt REDUCER.KEY=VALUE, default first, then the choices.\n",
+                  highlight=False, soft_wrap=True)
     for entry in REDUCERS:
-        options = "\n".join(option.describe() for option in options_of(entry.obj)) or "-"
-        table.add_row(entry.name, ", ".join(entry.aliases), escape(options), escape(entry.description))
-    console.print(table)
+        aliases = f" (also {', '.join(entry.aliases)})" if entry.aliases else ""
+        console.print(f"[bold]{entry.name}[/bold]{escape(aliases)}: {escape(entry.description)}", highlight=False,
+                      soft_wrap=True)
+        for option in options_of(entry.obj):
+            console.print(f"    {escape(option.describe())}", highlight=False, soft_wrap=True)
+        console.print()
 
 
 @app.command("train-demo", short_help="Re-train the bundled demo ViT (about 3 minutes on CPU).")

@@ -7,6 +7,8 @@ never dropped.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -39,7 +41,7 @@ def keep_highest(scores: Tensor, r: int, num_prefix_tokens: int) -> Merge:
 
 @REDUCERS.register("prune", aliases=("random-prune",))
 def random_prune(tokens: LayerTokens, r: int, seed: int = 0) -> Merge:
-    """Random pruning: drop r random non-prefix tokens per block (seeded: the same tokens every run)."""
+    """Random pruning: drop r random non-prefix tokens per block (one seeded draw per block, shared by the batch)."""
     metric = tokens.metric
     b, n = metric.shape[:2]
     p = tokens.num_prefix_tokens
@@ -51,7 +53,7 @@ def random_prune(tokens: LayerTokens, r: int, seed: int = 0) -> Merge:
 
 
 @REDUCERS.register("attn-prune", aliases=("attention-prune",))
-def attention_prune(tokens: LayerTokens, r: int, score: str = "auto") -> Merge:
+def attention_prune(tokens: LayerTokens, r: int, score: Literal["auto", "cls", "mean"] = "auto") -> Merge:
     """Attention pruning: drop the r tokens the cls token attends to least (no cls token: least attention received).
 
     score: "cls", "mean" (attention received, averaged over all queries: eager N x N) or "auto" (cls if present).

@@ -186,3 +186,16 @@ def test_checkpoint_for_every_family(hf_folder, tmp_path):
     result = invoke("sweep", "--model", f"tv:{TV_NAME}", "--checkpoint", tmp_path / "hf.safetensors", *RUN,
                     "--out", tmp_path / "x.csv")  # weights of another model: one line, exit 1
     assert result.exit_code == 1 and "cannot load checkpoint" in result.output and "Traceback" not in result.output
+
+
+def test_listed_torchvision_weights_are_torchvisions():
+    """`tomebench models` lists torchvision's ViT weights from a table (so listing imports no torch): it must be
+    exactly what torchvision publishes."""
+    from tomebench.adapters.torchvision import PUBLISHED
+
+    found = set()
+    for architecture in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"):
+        for weights in torchvision.models.get_model_weights(architecture):
+            top1 = weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+            found.add((architecture, weights.name, weights.meta["min_size"][0], top1))
+    assert set(PUBLISHED) == found

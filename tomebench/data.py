@@ -1,8 +1,9 @@
 """Image folders for accuracy: ImageNet-style class folders, or a flat folder with a labels file.
 
-Decoding and resizing happen in DataLoader workers through timm's eval transform in its prefetcher form (uint8
-tensors, no normalisation); the mean/std normalisation runs on the device, as timm's validate.py does with its
-prefetcher. An image that cannot be decoded does not stop the run: it comes back flagged, and is counted.
+Decoding and resizing happen in DataLoader workers through the model's eval transform without normalisation
+(uint8 tensors): timm's in its prefetcher form, or the family's own (torchvision weights' resize and crop, a
+transformers image processor's); the mean/std normalisation runs on the device, as timm's validate.py does with
+its prefetcher. An image that cannot be decoded does not stop the run: it comes back flagged, and is counted.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The regression gate on the committed baseline: every reducer over the demo's full r range, checked.
-REGRESS_ARGS := compare --batch-size 128 --device cpu --dtype fp32 --repeats 15 --group-size 0
+# The regression gate on the committed baseline: every reducer over the demo's full r range, checked. One re-timing
+# at most: the speed check is loose (below) and a noisy CI runner should not triple the gate's time.
+REGRESS_ARGS := compare --batch-size 128 --device cpu --dtype fp32 --repeats 15 --group-size 0 --max-retime 1
 SPEEDUP_TOL ?= 0.5
 
 regress: $(STAMP)

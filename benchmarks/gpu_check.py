@@ -6,6 +6,9 @@
    a timer that stops before queued kernels finish would read far too fast.
 2. ViT-B/16 (random init), batch 256, fp16 and bf16 autocast, every reducer at r = 0, 8, 13, 16, interleaved
    against the unpatched model: images/s, speedup, peak memory. CSVs go to results/gpu/.
+3. Compiled (issue 17): ViT-B/16 fp16 at batch 256, `--compile default`, ToMe r = 0, 16 against the compiled
+   unpatched model; then `--compile reduce-overhead` (CUDA graphs) at batch 1 and 8 with per-image latency:
+   compile time, images/s, speedup, latency p50/p99. CSVs vit_b-compiled-*.csv.
 """
 
 from __future__ import annotations
@@ -66,6 +69,26 @@ def main() -> int:
                 continue
             print(f"{row.reducer:>11} {row.r:>3} {row.infer_samples_per_sec:>9.1f} {row.speedup:>7.3f}x "
                   f"{row.peak_mem_mb:>8.0f} {row.infer_gflops:>7.2f}  {row.note or ''}")
+    compiled_runs = {
+        "default-b256": dict(batch_size=256, compile="default"),
+        "reduce-overhead-b1-b8": dict(batch_size=(1, 8), compile="reduce-overhead", latency=True),
+    }
+    for name, options in compiled_runs.items():
+        spec = SweepSpec(model="vit_base_patch16_224", reducers=("tome",), r=(0, 16), device="cuda", dtype="fp16",
+                         data="synthetic", pretrained=False, repeats=10, **options)
+        rows = run_sweep(spec)
+        path = write_csv(rows, OUT / f"vit_b-compiled-{name}.csv")
+        print(f"\ncompiled {name}, fp16: {path}")
+        print(f"{'reducer':>11} {'r':>3} {'batch':>5} {'compile s':>9} {'img/s':>9} {'speedup':>8} "
+              f"{'lat p50 ms':>10} {'lat p99 ms':>10}  note/error")
+        for row in rows:
+            if row.error:
+                print(f"{row.reducer:>11} {row.r:>3} {row.infer_batch_size:>5} error: {row.error}")
+                continue
+            latency = (f"{row.latency_ms_p50:>10.2f} {row.latency_ms_p99:>10.2f}" if row.latency_ms_p50 is not None
+                       else f"{'-':>10} {'-':>10}")
+            print(f"{row.reducer:>11} {row.r:>3} {row.infer_batch_size:>5} {row.compile_s:>9.1f} "
+                  f"{row.infer_samples_per_sec:>9.1f} {row.speedup:>7.3f}x {latency}  {row.note or ''}")
     return 0
 
 

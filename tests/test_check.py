@@ -317,7 +317,7 @@ def test_report_lists_missing_and_error_rows(tmp_path, base):
     md = report.read_text()
     assert md.startswith("## tomebench check: FAILED")
     assert f"### Rows with an error\n\n- {TOME4}" in md and f"### In the baseline, missing now\n\n- {TOME8}" in md
-    assert label(("vit_t", "tome", "4", "constant", "True", "", "fp32", "224", "32")) == TOME4
+    assert label(("vit_t", "tome", "4", "constant", "True", "", "fp32", "224", "32", "")) == TOME4
 
 
 # --- sweep --baseline: measure, then check ----------------------------------------------------------------------
@@ -368,13 +368,13 @@ def test_sweep_with_missing_baseline_fails_before_measuring(tmp_path):
 def test_an_error_the_baseline_already_had_is_no_regression(tmp_path):
     golden = Path(__file__).parent / "golden" / "sweep.csv"
     result = check(read_csv(golden), read_csv(golden))
-    assert result.passed and result.errors == () and result.compared == 5
+    assert result.passed and result.errors == () and result.compared == 6  # the compiled row is its own
     fixed = read_csv(golden)
-    fixed.loc[4, "error"] = pd.NA
+    fixed.loc[5, "error"] = pd.NA
     fixed.loc[0, "error"] = "RuntimeError: boom"  # a new error on the unpatched row fails
     result = check(fixed, read_csv(golden))
     assert not result.passed and result.errors == (label(("tomebench_demo_vit.digits", "none", "0", "constant",
-                                                          "False", "", "fp32", "32", "32")),)
+                                                          "False", "", "fp32", "32", "32", "")),)
 
 
 # --- issue 14 (11, 16, 18, 19) and issue 15: cells that cannot be compared, tolerances, readable failures ----------

@@ -165,10 +165,11 @@ def test_unknown_key_is_named(tmp_path):
 @pytest.mark.parametrize(
     ("line", "fragment"),
     [
-        ('batch_size = "big"', "batch_size must be int, got str 'big'"),
+        ("batch_size = 1.5", "batch_size must be int or str or list, got float 1.5"),
         ("prop_attn = 1", "prop_attn must be bool, got int 1"),
         ("r = 1.5", "r must be str or int or list, got float 1.5"),
-        ("batch_size = true", "batch_size must be int, got bool True"),
+        ("batch_size = true", "batch_size must be int or str or list, got bool True"),
+        ('compile = true', "compile must be str, got bool True"),
         ('opt = ["kmeans.iters=3", 4]', "opt must be a list of strings"),
         ("paper = 3", "[paper] must be a table"),
     ],

@@ -33,6 +33,9 @@ def golden_rows() -> list[Row]:
                            if r < 8 else 4, "top1": top1, "top5": 100.0,
                            "note": "r clamped to (N - prefix) // 2 at block(s) 8:8->4" if r == 8 else None}))
     rows.append(replace(rows[1], reducer_options="distance=euclidean,features=q", top1=96.25))
+    # A compiled row with latency: the columns issue 17 appended.
+    rows.append(replace(rows[1], compile="default", compile_s=41.25, latency_ms_p50=3.5, latency_ms_p90=3.75,
+                        latency_ms_p99=5.125, latency_speedup=1.25))
     rows.append(Row(**{**base.__dict__, "reducer": "tome", "r": 99, "prop_attn": True, "n_images": None,
                        "dataset": None, "error": "RuntimeError: out of memory, tried to allocate 2 GiB"}))
     return rows

@@ -18,10 +18,11 @@ from tomebench.errors import UsageError
 # What makes two rows the same configuration. The device is left out on purpose: a CI runner is not the machine
 # the baseline was made on, and speedup is a ratio within one file. Batch size stays in: random pruning draws per
 # image of a batch, so its accuracy is reproducible only at the same batch size.
+# The compile mode too: a compiled row is never held to an eager one (nor the reverse).
 IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "reducer_options", "dtype", "infer_img_size",
-            "infer_batch_size")
-# Identity columns newer than the first CSVs; a file without them measured the defaults (blank).
-LATER_IDENTITY = ("reducer_options",)
+            "infer_batch_size", "compile")
+# Identity columns newer than the first CSVs; a file without them measured the defaults (blank: eager).
+LATER_IDENTITY = ("reducer_options", "compile")
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def label(key: tuple) -> str:
         f"{values['model']} {values['reducer']}{'[' + values['reducer_options'] + ']' if values['reducer_options'] else ''}"
         f" r={values['r']} "
         f"({values['schedule']}, {values['dtype']}, {values['infer_img_size']}px, batch {values['infer_batch_size']}"
-        f"{', prop_attn' if values['prop_attn'] == 'True' else ''})"
+        f"{', prop_attn' if values['prop_attn'] == 'True' else ''}"
+        f"{', compiled ' + values['compile'] if values['compile'] else ''})"
     )
 
 

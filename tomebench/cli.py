@@ -95,8 +95,24 @@ ScheduleOpt = Annotated[
 PropAttnOpt = Annotated[
     Optional[bool], typer.Option("--prop-attn/--no-prop-attn", help="Proportional attention. Default: the paper's.")
 ]
-BatchOpt = Annotated[Optional[int], typer.Option(metavar="N",
-                                                 help="Images per batch. Default: 256 on CUDA, 32 on CPU.")]
+BatchOpt = Annotated[
+    Optional[str],
+    typer.Option(metavar="N[,N...]", help="Images per batch: 32, or several as --r takes them (1,8,32,128): every "
+                 "configuration at every size, each paired with the unpatched model at that size. Default: 256 on "
+                 "CUDA, 32 on CPU."),
+]
+CompileOpt = Annotated[
+    Optional[str],
+    # A value is required: Typer's bundled click has no options with an optional value (`--compile` alone).
+    typer.Option("--compile", metavar="MODE",
+                 help="torch.compile every configuration and the unpatched model (each its own compiled module, "
+                 "static shapes) in this mode: default, max-autotune or reduce-overhead (CUDA graphs on GPU). "
+                 "Compile time goes to compile_s, never into throughput. Default: eager."),
+]
+LatencyOpt = Annotated[
+    bool, typer.Option("--latency", help="Also time >= 100 single-image calls: latency_ms_p50/p90/p99 and "
+                       "latency_speedup (at p50).")
+]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto (cuda if available), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[Optional[str], typer.Option(metavar="DTYPE",
                                                  help="fp32, fp16 or bf16 (autocast). Default: fp16 on CUDA, fp32 "
@@ -182,10 +198,18 @@ def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=None, executor
         console.print(f"{len(frame)} rows, {int(frame['error'].notna().sum())} with an error (too many to list)")
     console.print(f"wrote {out} (settings and raw repeat times: {sidecar(out)})")
     stem = out.with_suffix("")
+    by_batch = stem.with_name(f"{stem.name}-speedup-vs-batch")
+    sizes = plots.batch_sizes(frame)
     try:
-        remove_stale_temp_files([stem.with_suffix(".png"), stem.with_suffix(".svg")])
-        for path in plots.save(figure(frame), stem):
+        remove_stale_temp_files([stem.with_suffix(".png"), stem.with_suffix(".svg"), by_batch.with_suffix(".png"),
+                                 by_batch.with_suffix(".svg")])
+        # Raw images/s and their spread depend on the batch size: the main figure shows the largest one.
+        main = frame if len(sizes) < 2 else frame[frame["infer_batch_size"] == sizes[-1]]
+        for path in plots.save(figure(main), stem):
             console.print(f"wrote {path}")
+        if len(sizes) > 1:
+            for path in plots.save(plots.speedup_vs_batch(frame), by_batch):
+                console.print(f"wrote {path}")
     except ValueError as exc:  # nothing plottable, e.g. every configuration failed
         errors.print(f"no plot: {exc}")
     except OSError as exc:  # a full disk: the rows are safe, say so rather than show a traceback
@@ -272,9 +296,16 @@ def _summary(frame: pd.DataFrame) -> Table:
     from tomebench.plots import speedup_bounds
 
     first = frame.iloc[0]
-    table = Table(title=f"{first['model']} · {first['device']} · {first['dtype']} · batch {first['infer_batch_size']}")
-    for name in ("reducer", "r", "speedup", "p10-p90", "img/s", "unpatched img/s", "GFLOPs", "tokens", "top-1",
-                 "top-5"):
+    several = frame["infer_batch_size"].nunique() > 1
+    compiled = f" · compiled ({first['compile']})" if isinstance(first["compile"], str) else ""
+    batch = "" if several else f" · batch {first['infer_batch_size']}"
+    table = Table(title=f"{first['model']} · {first['device']} · {first['dtype']}{batch}{compiled}")
+    # Batch, compile time and latency only when the CSV has them (a batch axis, --compile, --latency).
+    extra = {"batch": several, "compile s": frame["compile_s"].notna().any(),
+             "latency p50 ms": frame["latency_ms_p50"].notna().any()}
+    for name in ("reducer", "r", *[k for k, shown in extra.items() if shown and k == "batch"], "speedup", "p10-p90",
+                 "img/s", "unpatched img/s", "GFLOPs", "tokens", "top-1", "top-5",
+                 *[k for k, shown in extra.items() if shown and k != "batch"]):
         table.add_column(name, justify="left" if name == "reducer" else "right", no_wrap=True)
     table.add_column("note / error", overflow="fold", min_width=20)
     low, high = speedup_bounds(frame)
@@ -283,9 +314,12 @@ def _summary(frame: pd.DataFrame) -> Table:
         tokens = None if pd.isna(row.tokens_final) else int(row.tokens_final)
         message = next((m for m in (row.error, row.note) if isinstance(m, str) and m), "")
         spread = "-" if pd.isna(p10) or pd.isna(p90) else f"{p10:.2f}-{p90:.2f}"
+        cells = {"batch": str(row.infer_batch_size), "compile s": _fmt(row.compile_s),
+                 "latency p50 ms": _fmt(row.latency_ms_p50, ".2f")}
         table.add_row(
             escape(reducer),
             str(row.r),
+            *[cells[k] for k, shown in extra.items() if shown and k == "batch"],
             _fmt(row.speedup, ".2f"),
             spread,
             _fmt(row.infer_samples_per_sec),
@@ -294,6 +328,7 @@ def _summary(frame: pd.DataFrame) -> Table:
             _fmt(tokens, "d"),
             _fmt(row.top1, ".2f"),
             _fmt(row.top5, ".2f"),
+            *[cells[k] for k, shown in extra.items() if shown and k != "batch"],
             escape(message),
         )
     return table
@@ -326,8 +361,8 @@ ModelArgOpt = Annotated[
     Optional[list[str]], typer.Option("--model-arg", metavar="KEY=VALUE",
                                       help="KEY=VALUE for timm.create_model (repeatable).")
 ]
-SPEC_FIELDS = ("model", "schedule", "prop_attn", "batch_size", "device", "dtype", "data", "labels", "limit",
-               "pretrained", "checkpoint", "repeats", "workers", "group_size", "max_retime")
+SPEC_FIELDS = ("model", "schedule", "prop_attn", "device", "dtype", "data", "labels", "limit",
+               "pretrained", "checkpoint", "repeats", "workers", "group_size", "max_retime", "compile", "latency")
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Keep the rows already in --out and measure only the missing configurations.")
 ]
@@ -352,7 +387,7 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
     """What sweep and compare share: options (config file, then flags), the engine, CSV, table, plot, check."""
     from tomebench import ablate
     from tomebench import schedule_search as search
-    from tomebench.sweep import SweepSpec, parse_key_values, parse_reducer_options
+    from tomebench.sweep import SweepSpec, parse_batch_sizes, parse_key_values, parse_reducer_options
 
     try:
         params = _with_config(ctx, params)
@@ -371,6 +406,10 @@ def _measure(ctx: typer.Context, command: str, params: dict) -> None:
                 r=None if params["r"] is None else parse_r_spec(params["r"]),
                 reducer_options=parse_reducer_options(params["opt"] or []),
             )
+        batch = params.get("batch_size")
+        if batch is not None:
+            sizes = parse_batch_sizes(str(batch))
+            plan["batch_size"] = sizes[0] if len(sizes) == 1 else sizes  # one size stays a number, as before
         spec = SweepSpec(
             model_kwargs={k: v for k, v in (parse_key_values(params["model_arg"] or [], "--model-arg"))},
             **{name: params[name] for name in SPEC_FIELDS if name in params},
@@ -532,6 +571,8 @@ def sweep(
     schedule: ScheduleOpt = "constant",
     prop_attn: PropAttnOpt = None,
     batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     data: DataOpt = None,
@@ -571,6 +612,8 @@ def compare(
     schedule: ScheduleOpt = "constant",
     prop_attn: PropAttnOpt = None,
     batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     data: DataOpt = None,
@@ -606,6 +649,8 @@ def ablate_command(
     r: Annotated[Optional[int], typer.Option("--r", metavar="R",
                                              help="Tokens merged per block. Default: the model's full r.")] = None,
     batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     data: DataOpt = None,
@@ -641,6 +686,8 @@ def schedules_command(
     seed: Annotated[int, typer.Option(metavar="N",
                                       help="Seed of the schedule sampler (same seed, same schedules).")] = 0,
     batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     data: DataOpt = None,

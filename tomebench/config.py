@@ -30,7 +30,9 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "reducers": (str, list),
     "schedule": (str, list),
     "prop_attn": (bool,),
-    "batch_size": (int,),
+    "batch_size": (int, str, list),  # 32, "1,8,32" or [1, 8, 32]
+    "compile": (str,),
+    "latency": (bool,),
     "device": (str,),
     "dtype": (str,),
     "data": (str,),
@@ -86,7 +88,7 @@ def load(path: Path, allowed: set[str] | None = None) -> tuple[dict, dict]:
     _check_types(path, raw, known, "key")
     options = {}
     for key, value in raw.items():
-        if key in ("r", "reducers", "schedule") and isinstance(value, list):
+        if key in ("r", "reducers", "schedule", "batch_size") and isinstance(value, list):
             value = ",".join(str(v) for v in value)
         elif key == "r" and isinstance(value, int):
             value = str(value)

@@ -27,6 +27,7 @@ from tomebench.sweep import (
     Setup,
     SweepSpec,
     Throughput,
+    accuracy_sizes,
     count_accuracy,
     group_rows,
     measure_throughput,
@@ -129,8 +130,7 @@ class _Run:
                 try:
                     self.throughput[g] = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    self.throughput[g] = _failed_group(self.groups[g], f"ray task failed: {_cause(exc)}",
-                                                       self.setup.base.infer_batch_size)
+                    self.throughput[g] = _failed_group(self.setup, self.groups[g], f"ray task failed: {_cause(exc)}")
                 self._count(g)
             else:
                 k = int(kind.split()[1])
@@ -144,7 +144,7 @@ class _Run:
 
     def _count(self, g: int) -> None:
         """Send out the shard tasks of a timed group (none without images or without a working configuration)."""
-        sizes = {i: self.throughput[g].checks[i].batch_size for i in self.throughput[g].evaluable}
+        sizes = accuracy_sizes(self.setup, self.throughput[g])
         if self.setup.images is None or not sizes:
             self.counts[g] = []
             return
@@ -158,12 +158,13 @@ def _rows(setup: Setup, group: list[int], throughput: Throughput, parts: list):
     failed = next((p for p in parts if isinstance(p, str)), None)
     accuracy: dict[int, Accuracy] = {}
     if parts and failed is None:
-        accuracy = {i: combine([part[i] for part in parts]) for i in throughput.evaluable}
+        accuracy = {i: combine([part[i] for part in parts]) for i in parts[0]}
     return group_rows(setup, group, throughput, accuracy, failed)
 
 
-def _failed_group(group: list[int], error: str, batch_size: int) -> Throughput:
-    checks = {i: Check(error=error, batch_size=batch_size) for i in [0, *group]}
+def _failed_group(setup: Setup, group: list[int], error: str) -> Throughput:
+    indices = dict.fromkeys([*(setup.baseline_for(i) for i in group), *group])
+    checks = {i: Check(error=error, batch_size=setup.configs[i].batch_size) for i in indices}
     return Throughput(checks, {}, (), {})
 
 
@@ -178,7 +179,7 @@ def _shards(setup: Setup, wanted: int) -> list[tuple[int, int]]:
     if setup.images is None:
         return []
     n = len(setup.images.files)
-    count = max(1, min(wanted, math.ceil(n / setup.base.infer_batch_size)))
+    count = max(1, min(wanted, math.ceil(n / setup.eval_batch_size)))
     bounds = [round(k * n / count) for k in range(count + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from tomebench.data import DeviceNormalize
 from tomebench.errors import one_line
-from tomebench.patch import classify
+from tomebench.patch import logits_of
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def count_correct(logits: Tensor, labels: Tensor, k: int) -> int:
 
 def evaluate_in_one_pass(
     model: torch.nn.Module,
-    prepares: Sequence[Callable[[], None]],
+    prepares: Sequence[Callable[[], torch.nn.Module | None]],
     batches: Iterable[tuple[Tensor, Tensor, Tensor]],
     normalize: DeviceNormalize,
     autocast: Callable[[], AbstractContextManager],
@@ -68,6 +68,8 @@ def evaluate_in_one_pass(
     batch_sizes: Sequence[int | None] | None = None,
 ) -> Evaluation:
     """Evaluate `model` under each configuration (`prepares[i]()` switches to it) over the same batches.
+
+    A prepare that returns a module (a compiled configuration's own) has that module called instead of `model`.
 
     batches yield (uint8 images (B, 3, H, W), labels (B,), readable (B,) bool). A configuration that raises is
     marked with its error and left out of later batches; the others go on. batch_sizes[i], when given, splits
@@ -97,10 +99,12 @@ def evaluate_in_one_pass(
                 if errors[i] is not None:
                     continue
                 try:
-                    prepare()
+                    module = prepare() or model
                     step = batch_sizes[i] or len(x)
                     with autocast():
-                        logits = torch.cat([classify(model, x[j : j + step]) for j in range(0, len(x), step)])
+                        # logits_of: a transformers model returns an output object, not the logits tensor.
+                        outputs = [module(x[j : j + step]) for j in range(0, len(x), step)]
+                        logits = torch.cat([logits_of(model, out) for out in outputs])
                 except (RuntimeError, ValueError, NotImplementedError) as exc:
                     errors[i] = one_line(exc)
                     continue

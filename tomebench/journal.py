@@ -24,17 +24,25 @@ from tomebench.outputs import OutputLock, remove_stale_temp_files, rescue, sidec
 from tomebench.results import COLUMNS, Row, read_records, row_cells, write_records, write_text_atomic
 from tomebench.timing import Timing
 
-IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "reducer_options")
+IDENTITY = ("model", "reducer", "r", "schedule", "prop_attn", "reducer_options", "compile")
 # Settings a CSV row shows itself; the rest are only in the sidecar.
 # The tomebench version is a setting too: 0.2 changed what `tome`, `prune` and the named schedules compute, so
 # rows of different versions must not mix in one file.
 ROW_SETTINGS = {"model": "model", "dtype": "dtype", "device": "device", "infer_img_size": "img_size",
-                "dataset": "dataset", "tomebench": "tomebench"}
+                "dataset": "dataset", "tomebench": "tomebench", "compile": "compile"}
 
 
 def identity(record: dict[str, str]) -> tuple[str, ...]:
-    """The cells that name a configuration, as text ("8.0" and "8" alike, for files saved by a spreadsheet)."""
-    return tuple(_text(record.get(name, "")) for name in IDENTITY)
+    """The cells that name a configuration, as text ("8.0" and "8" alike, for files saved by a spreadsheet), and
+    the batch size it was asked for (a sweep over batch sizes has one row per configuration and size)."""
+    return tuple(_text(record.get(name, "")) for name in IDENTITY) + (requested_batch(record),)
+
+
+def requested_batch(record: dict[str, str]) -> str:
+    """The batch a row was asked for: infer_batch_size, unless it ran out of memory and backed off (its note
+    then says "out of memory at batch N; measured at batch M")."""
+    backed_off = re.search(r"out of memory at batch (\d+);", record.get("note", "") or "")
+    return backed_off[1] if backed_off else _text(record.get("infer_batch_size", ""))
 
 
 def _text(cell: str | None) -> str:
@@ -145,10 +153,11 @@ class Journal:
                 if have != want and not (column == "dataset" and not have):
                     raise UsageError(f"--resume: {self.path} has a row with {column} {have!r}, this run "
                                      f"has {want!r}; {hint}")
-            batch = str(settings["batch_size"])
-            used = _text(record.get("infer_batch_size", batch))
-            if used != batch and f"out of memory at batch {batch};" not in record.get("note", ""):
-                raise UsageError(f"--resume: {self.path} was measured at batch {used}, this run asks for {batch}; "
+            sizes = settings["batch_size"] if isinstance(settings["batch_size"], list) else [settings["batch_size"]]
+            used = requested_batch(record) or str(sizes[0])
+            if used not in [str(size) for size in sizes]:
+                asked = ",".join(str(size) for size in sizes)
+                raise UsageError(f"--resume: {self.path} was measured at batch {used}, this run asks for {asked}; "
                                  f"{hint}")
 
 

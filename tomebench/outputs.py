@@ -44,6 +44,9 @@ def sweep_outputs(out: Path, report: bool = False) -> dict[str, Path]:
     stem = out.with_suffix("")
     paths = {"the CSV": out, "its sidecar": sidecar(out), "its lock": lock_path(out),
              "the PNG plot": stem.with_suffix(".png"), "the SVG plot": stem.with_suffix(".svg")}
+    by_batch = stem.with_name(f"{stem.name}-speedup-vs-batch")  # drawn when the CSV has several batch sizes
+    paths.update({"the speedup-vs-batch PNG": by_batch.with_suffix(".png"),
+                  "the speedup-vs-batch SVG": by_batch.with_suffix(".svg")})
     if report:
         paths["the Markdown report"] = out.with_suffix(".md")
     return paths

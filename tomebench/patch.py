@@ -220,10 +220,10 @@ def token_counts(model: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return effective_schedule(rs, num_input_tokens(model), num_prefix_tokens(model))
 
 
-def classify(model: nn.Module, x: Tensor) -> Tensor:
-    """Logits (B, classes) of the model's own forward (patched or not) on images x (B, 3, H, W), whatever its
-    family's forward returns."""
-    return adapter_for(model).logits(model, x)
+def logits_of(model: nn.Module, output: Any) -> Tensor:
+    """The logits (B, classes) in what `model`'s forward (or a compiled form of it) returned: a tensor for timm and
+    torchvision, an output object for transformers."""
+    return adapter_for(model).logits(output)
 
 
 def tokens_after_blocks(model: nn.Module, x: Tensor) -> Tensor:

@@ -50,6 +50,9 @@ def variant(frame: pd.DataFrame) -> pd.Series:
         prop = frame["prop_attn"].astype(str).str.lower() == "true"
         mixed = prop.groupby(frame["reducer"]).transform("nunique") > 1
         extra = (extra + ",no prop_attn").where(mixed & ~prop, extra).str.strip(",")
+    mode = frame["compile"].fillna("").astype(str) if "compile" in frame else blank
+    if mode.nunique() > 1:  # compiled and eager rows in one frame: separate curves, never points of one
+        extra = (extra + (",compiled " + mode).where(mode != "", ",eager")).str.strip(",")
     return frame["reducer"].astype(str) + (" [" + extra + "]").where(extra != "", "")
 
 
@@ -229,3 +232,35 @@ def save(fig: Figure, stem: Path) -> list[Path]:
         with atomic_file(path, "wb") as handle:
             fig.savefig(handle, format=path.suffix[1:], dpi=150)
     return paths
+
+
+def batch_sizes(frame: pd.DataFrame) -> list[int]:
+    """The batch sizes a CSV's measured rows were timed at, smallest first."""
+    return sorted(int(b) for b in usable(frame)["infer_batch_size"].dropna().unique())
+
+
+def speedup_vs_batch(frame: pd.DataFrame) -> Figure:
+    """Speedup over the unpatched model at the same batch size, against the batch size (log axis): one line per
+    reducer variant and r, the unpatched model's 1.0 marked. Where ToMe starts to pay."""
+    frame = usable(frame).dropna(subset=["speedup"])
+    if len(batch_sizes(frame)) < 2:
+        raise ValueError("speedup vs batch size needs rows at two batch sizes or more")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhline(1.0, color="black", linestyle=":", linewidth=1, label="unpatched (1.0)")
+    patched = frame[frame["reducer"] != BASELINE]
+    for (name, r), rows in patched.groupby([variant(patched), "r"], sort=False):
+        rows = rows.sort_values("infer_batch_size")
+        ax.plot(rows["infer_batch_size"], rows["speedup"], marker="o", label=f"{name} r={r}")
+    sizes = batch_sizes(frame)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("batch size (images)")
+    ax.set_ylabel("speedup over unpatched, same batch size (x)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    first = frame.iloc[0]
+    device = first.get("device_name") if pd.notna(first.get("device_name")) else first.get("device")
+    compiled = f" · compiled ({first['compile']})" if isinstance(first.get("compile"), str) and first["compile"] else ""
+    ax.set_title(f"Speedup vs batch size\n{first['model']} · {device} · {first['dtype']}{compiled}")
+    return fig

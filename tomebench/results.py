@@ -74,6 +74,13 @@ class Row:
     baseline_samples_per_sec: float | None = None  # the unpatched model's images/s in this row's timing group
     speedup_p10: float | None = None  # p10 and p90 of the per-round paired ratios whose median is `speedup`
     speedup_p90: float | None = None
+    # Appended by issue 17 (compiled configurations and latency).
+    compile_s: float | None = None  # --compile: seconds this configuration's first call spent compiling
+    latency_ms_p50: float | None = None  # --latency: per-image latency at batch 1
+    latency_ms_p90: float | None = None
+    latency_ms_p99: float | None = None
+    latency_speedup: float | None = None  # the unpatched model's latency_ms_p50 / this row's, same group
+    compile: str | None = None  # the torch.compile mode, empty when eager; part of the identity
 
     def with_environment(self, env: Environment) -> Row:
         return replace(self, **asdict(env))
@@ -186,7 +193,8 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UsageError(f"no such CSV file: {path}")
     try:
-        frame = pd.read_csv(path, dtype={"error": "string", "note": "string", "git_sha": "string", "reducer_options": "string"})
+        frame = pd.read_csv(path, dtype={"error": "string", "note": "string", "git_sha": "string", "reducer_options": "string",
+                                           "compile": "string"})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]

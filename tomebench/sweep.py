@@ -7,9 +7,11 @@ interleaved against the unpatched model; then one accuracy pass over the data fo
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import platform
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -19,6 +21,7 @@ from typing import Protocol, TypeVar
 import torch
 from torch import Tensor
 
+from tomebench import compiled
 from tomebench import data as datasets
 from tomebench.cost import count_gflops, final_tokens
 from tomebench.demo import digits
@@ -40,12 +43,13 @@ from tomebench.patch import (
 )
 from tomebench.reducers import REDUCERS
 from tomebench.results import Row, capture_environment
-from tomebench.schedule import distinct_r, full_r, layer_schedule, parse_schedule, schedule_label
-from tomebench.timing import NOISY_SPREAD, Candidate, Timing, TimingPlan, time_interleaved
+from tomebench.schedule import distinct_r, full_r, layer_schedule, parse_r_spec, parse_schedule, schedule_label
+from tomebench.timing import NOISY_SPREAD, Candidate, Timing, TimingPlan, latency_plan, time_interleaved
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # No device holds a million-image batch of any ViT; a larger --batch-size is a typo (and 10**20 would overflow).
 MAX_BATCH_SIZE = 1 << 20
+MAX_BATCH_AXIS = 64  # batch sizes in one sweep: each one times every configuration again
 DEMO_DATA = "demo"
 T = TypeVar("T")
 SYNTHETIC = "synthetic"
@@ -62,7 +66,9 @@ class SweepSpec:
     r: tuple[int, ...] | range | None = None
     schedule: str = "constant"  # a named schedule ("decreasing", "inflection:-0.5", ...) or a list "16,12,8"
     prop_attn: bool | None = None  # None: on for supervised models, off for MAE (as in the paper)
-    batch_size: int | None = None  # None: 256 on CUDA (the paper's), 32 on CPU
+    # None: 256 on CUDA (the paper's), 32 on CPU. Several: every configuration at every batch size, each paired
+    # with the unpatched model at the same batch size; accuracy is computed once per configuration.
+    batch_size: int | tuple[int, ...] | None = None
     device: str = "auto"
     dtype: str | None = None  # None: fp16 on CUDA, fp32 on CPU
     data: str | None = None  # None: the demo's digits for the demo model, else synthetic (throughput only)
@@ -75,6 +81,8 @@ class SweepSpec:
     reducer_options: dict[str, dict] = field(default_factory=dict)  # reducer name -> its keyword options
     model_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments, e.g. global_pool="avg"
     group_size: int = 8  # configurations timed together and saved together; 0: all in one group
+    compile: str | None = None  # a torch.compile mode (compiled.MODES); None: eager
+    latency: bool = False  # also time single-image calls (latency_ms_p50/p90/p99)
     # A group with a row whose p10-p90 spread exceeds NOISY_SPREAD is timed again, up to this many times, and the
     # least noisy attempt is kept: a noisy neighbour is usually gone a few seconds later. 0: never re-time.
     max_retime: int = 2
@@ -96,6 +104,7 @@ class Config:
     schedule: str | tuple[int, ...] = "constant"
     prop_attn: bool | None = None
     options: tuple[tuple[str, object], ...] = ()
+    batch_size: int | None = None  # set by Setup, which measures every configuration at each batch size
 
 
 class Progress(Protocol):
@@ -345,7 +354,7 @@ def run_sweep(
             sink.add(rows, raw)
             return rows
 
-        return executor.run(setup, _groups(todo, spec.group_size), finished, progress)
+        return executor.run(setup, _groups(setup, todo, spec.group_size), finished, progress)
     finally:
         end = getattr(sink, "end", None)  # optional: a sink holding a resource (the journal's lock) lets go
         if end is not None:
@@ -372,13 +381,12 @@ class LocalExecutor:
 
     def run(self, setup: Setup, groups, finished, progress) -> list[Row]:
         rows: list[Row] = []
-        checks: dict[int, Check] = {}  # the baseline's is reused by every group
+        checks: dict[int, Check] = {}  # the baselines' are reused by every group
         try:
             for n, group in enumerate(groups, 1):
                 tag = f" {n}/{len(groups)}" if len(groups) > 1 else ""
                 throughput = measure_throughput(setup, group, progress, tag, checks)
-                sizes = {i: throughput.checks[i].batch_size for i in throughput.evaluable}
-                accuracy = count_accuracy(setup, sizes, None, progress, tag)
+                accuracy = count_accuracy(setup, accuracy_sizes(setup, throughput), None, progress, tag)
                 rows += finished(*group_rows(setup, group, throughput, accuracy))
         finally:
             unpatch(setup.model)
@@ -401,7 +409,11 @@ def _synthetic_batch(batch_size: int, shape: tuple[int, ...], device: torch.devi
 class Setup:
     """What any process measuring a spec builds from it: the model on its device, the synthetic batch, the
     images, the plan and each configuration's identity. Building it checks every input (bad input fails here,
-    before anything is measured)."""
+    before anything is measured).
+
+    configs holds every (configuration, batch size) pair the sweep measures, configuration by configuration:
+    with batch sizes (b1, b2), [unpatched@b1, unpatched@b2, tome r=0@b1, tome r=0@b2, ...]. An index into it
+    (also into planned) is what the rest of the engine calls a configuration."""
 
     spec: SweepSpec
     device: torch.device
@@ -411,8 +423,10 @@ class Setup:
     configs: list[Config]
     planned: list[Row]  # each configuration's identity: a Row without measurements
     base: Row
-    batch: Tensor  # (batch_size, 3, H, W) synthetic images on the device; fewer if the host ran out of memory
+    batch: Tensor  # (max batch size, 3, H, W) synthetic images on the device; fewer if the host ran out of memory
     notes: tuple[str, ...] = ()  # what the user should know about the plan (r values that coincide)
+    batch_sizes: tuple[int, ...] = ()  # requested, in the order given
+    compiled: dict[int, torch.nn.Module] = field(default_factory=dict)  # index -> its compiled module, made once
 
     @property
     def model(self) -> torch.nn.Module:
@@ -422,12 +436,26 @@ class Setup:
     def autocast(self) -> Callable[[], AbstractContextManager]:
         return autocast_for(self.device, self.dtype)
 
+    @property
+    def eval_batch_size(self) -> int:
+        """The batch the accuracy pass decodes: the largest asked for (accuracy does not depend on it)."""
+        return max(self.batch_sizes)
+
+    def baseline_for(self, i: int) -> int:
+        """The unpatched model at configuration i's batch size (the first configurations are the baselines)."""
+        return self.batch_sizes.index(self.configs[i].batch_size)
+
+    def sibling_key(self, i: int) -> int:
+        """Configurations that differ only in batch size share this key (and their accuracy and latency)."""
+        return i // len(self.batch_sizes)
+
     @classmethod
     def build(cls, spec: SweepSpec, measures_here: bool = True) -> Setup:
         """measures_here False: the driver of a cluster run, which plans and records but measures nothing, so
         its own machine need not have the device (the model stays on the CPU)."""
         device = resolve_device(spec.device) if measures_here or spec.device == "auto" else torch.device(spec.device)
         dtype = resolve_dtype(spec.dtype, device)
+        compiled.check_mode(spec.compile)
         parse_schedule(spec.schedule)
         if spec.configs is None and not spec.reducers:
             raise UsageError("no reducer to measure (--reducers is empty): name at least one, e.g. --reducers "
@@ -435,14 +463,12 @@ class Setup:
         for name in spec.reducers:
             REDUCERS.canonical(name)
         check_reducer_options(spec.reducer_options)
-        for flag, value, least in (("--batch-size", spec.batch_size, 1), ("--repeats", spec.repeats, 1),
-                                   ("--workers", spec.workers, 0), ("--limit", spec.limit, 1),
-                                   ("--group-size", spec.group_size, 0), ("--max-retime", spec.max_retime, 0)):
+        batch_sizes = requested_batch_sizes(spec.batch_size, device)
+        for flag, value, least in (("--repeats", spec.repeats, 1), ("--workers", spec.workers, 0),
+                                   ("--limit", spec.limit, 1), ("--group-size", spec.group_size, 0),
+                                   ("--max-retime", spec.max_retime, 0)):
             if value is not None and value < least:
                 raise UsageError(f"{flag} must be >= {least}, got {value}")
-        if spec.batch_size is not None and spec.batch_size > MAX_BATCH_SIZE:
-            raise UsageError(f"--batch-size {spec.batch_size} is absurd: at most {MAX_BATCH_SIZE} images per batch "
-                             "(a batch that does not fit is halved until it does)")
         with torch.random.fork_rng(devices=[]):
             # Randomly initialised models (--no-pretrained) come out the same on every run and in every process;
             # the caller's RNG is untouched.
@@ -451,8 +477,7 @@ class Setup:
         check_supported(loaded.model)
         images = resolve_images(spec, loaded)
         notes: list[str] = []
-        configs = plan_configs(spec, loaded, notes)
-        batch_size = spec.batch_size or (256 if device.type == "cuda" else 32)
+        configs = [replace(cfg, batch_size=b) for cfg in plan_configs(spec, loaded, notes) for b in batch_sizes]
         if measures_here:
             loaded.model.to(device)
         base = Row(
@@ -462,28 +487,75 @@ class Setup:
             schedule="constant",
             prop_attn=False,
             infer_img_size=loaded.img_size,
-            infer_batch_size=batch_size,
+            infer_batch_size=batch_sizes[0],
             dtype=dtype,
             device=str(device),
             param_count=round(loaded.param_count, 3),
+            compile=spec.compile,
         )
-        planned = [_identity(base, cfg, loaded.model) for cfg in configs]
-        batch = _synthetic_batch(batch_size, tuple(loaded.data_config["input_size"]), device if measures_here else None)
-        return cls(spec, device, dtype, loaded, images, configs, planned, base, batch, tuple(notes))
+        planned = [replace(_identity(base, cfg, loaded.model), infer_batch_size=cfg.batch_size) for cfg in configs]
+        batch = _synthetic_batch(max(batch_sizes), tuple(loaded.data_config["input_size"]),
+                                 device if measures_here else None)
+        return cls(spec, device, dtype, loaded, images, configs, planned, base, batch, tuple(notes), batch_sizes)
 
-    def prepare(self, i: int) -> Callable[[], None]:
-        """A function that switches the model to configuration i."""
+    def prepare(self, i: int, eager: bool = False) -> Callable[[], torch.nn.Module]:
+        """A function that switches to configuration i and returns the module to call.
+
+        Eager: the one model, patched in place (no weights move). Compiled (unless `eager`): configuration i's
+        own compiled module, made on the first call (see `compiled`); the shared model is left as it is."""
+        if self.spec.compile is not None and not eager:
+            return functools.partial(self._compiled, i)
         model, cfg = self.model, self.configs[i]
         if cfg.reducer == "none":
             return lambda: unpatch(model)
         label = "constant" if isinstance(cfg.schedule, tuple) else cfg.schedule
         return lambda: patch(model, cfg.reducer, _requested_r(cfg), label, cfg.prop_attn, **dict(cfg.options))
 
+    def _compiled(self, i: int) -> torch.nn.Module:
+        if i not in self.compiled:
+            copy = compiled.shared_copy(unpatch(self.model))
+            cfg = self.configs[i]
+            if cfg.reducer != "none":
+                label = "constant" if isinstance(cfg.schedule, tuple) else cfg.schedule
+                patch(copy, cfg.reducer, _requested_r(cfg), label, cfg.prop_attn, **dict(cfg.options))
+            self.compiled[i] = compiled.compile_module(copy, self.spec.compile)
+        return self.compiled[i]
+
+
+def requested_batch_sizes(value: int | Sequence[int] | None, device: torch.device) -> tuple[int, ...]:
+    """--batch-size as a tuple of distinct sizes in the order given; the device's default when unset."""
+    if value is None:
+        return (256 if device.type == "cuda" else 32,)
+    sizes = tuple(dict.fromkeys([value] if isinstance(value, int) else value))
+    if not sizes:
+        raise UsageError("--batch-size is empty: give at least one size, e.g. 32 or 1,8,32")
+    for size in sizes:
+        if size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {size}")
+        if size > MAX_BATCH_SIZE:
+            raise UsageError(f"--batch-size {size} is absurd: at most {MAX_BATCH_SIZE} images per batch "
+                             "(a batch that does not fit is halved until it does)")
+    return sizes
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """--batch-size as the CLI takes it, in --r's syntax: "32", "1,8,32,128", "1..64:8" (a few sizes only)."""
+    try:
+        values = parse_r_spec(text)
+    except UsageError as exc:
+        raise UsageError(str(exc).replace("bad r range", "bad --batch-size").replace("bad r", "bad --batch-size")
+                         .replace("r counts tokens removed per layer", "a batch size")) from None
+    if len(values) > MAX_BATCH_AXIS:
+        raise UsageError(f"--batch-size {text} asks for {len(values)} batch sizes; at most {MAX_BATCH_AXIS} "
+                         "(each one times every configuration again)")
+    return tuple(values)
+
 
 @dataclass(frozen=True)
 class Throughput:
-    """What timing one group showed: each configuration's check, the timings (baseline included, index 0) and
-    which configurations of the group got through to be evaluated."""
+    """What timing one group showed: each configuration's check, the timings (the baselines of its batch sizes
+    included), which configurations of the group got through to be evaluated, and, with --latency, the
+    single-image timings of one configuration of each sibling set (keyed by that configuration's index)."""
 
     checks: dict[int, Check]
     timings: dict[int, Timing]
@@ -491,44 +563,47 @@ class Throughput:
     labels: dict[int, str]
     device_name: str = ""
     retimed: int = 0  # how often the group was timed again because a row was noisy
+    latency: dict[int, Timing] = field(default_factory=dict)
 
 
 def measure_throughput(setup: Setup, group: list[int], progress: Progress | None = None, tag: str = "",
                        checks: dict[int, Check] | None = None) -> Throughput:
     """Check each configuration of the group (cost, tokens, one full batch with out-of-memory backoff), then time
-    the working ones interleaved with the unpatched model."""
+    the working ones interleaved with the unpatched model at each of the group's batch sizes (and, with
+    --latency, one image at a time)."""
     progress = progress or _Silent()
     checks = {} if checks is None else checks
-    timed = [0] + [i for i in group if i != 0]
+    baselines = list(dict.fromkeys(setup.baseline_for(i) for i in group))
+    timed = baselines + [i for i in group if i not in baselines]
     progress.phase(f"checking{tag}", len(timed))
-    for i in timed:
-        if i not in checks:
-            checks[i] = _check(setup.model, setup.prepare(i), setup.batch, setup.autocast, setup.device,
-                               setup.base.infer_batch_size)
-        progress.advance()
-    timed = [i for i in timed if checks[i].error is None]
-    plan = TimingPlan.for_device(setup.device, setup.spec.repeats)
-    candidates = [
-        Candidate(config_label(setup.planned[i]), setup.prepare(i),
-                  _stepper(setup.model, setup.batch[: checks[i].batch_size], setup.autocast), checks[i].batch_size)
-        for i in timed
-    ]
-    timings, retimed = None, 0
-    with torch.inference_mode():
-        for attempt in range(setup.spec.max_retime + 1):
-            if timings is not None and worst_spread(timings.values()) <= NOISY_SPREAD:
-                break
-            progress.phase(f"re-timing{tag} #{attempt}" if attempt else f"timing{tag}", plan.repeats * len(timed))
-            again = dict(zip(timed, time_interleaved(candidates, setup.device, plan, lambda _: progress.advance())))
-            retimed = attempt
-            # The whole group again, the unpatched model included, so every speedup stays paired within one
-            # attempt; keep the quieter attempt (its medians are no more trusted than the other's, only tighter).
-            if timings is None or worst_spread(again.values()) < worst_spread(timings.values()):
-                timings = again
+    with compiled.limits(len(setup.configs)) if setup.spec.compile else nullcontext():
+        for i in timed:
+            if i not in checks:
+                size = setup.configs[i].batch_size
+                checks[i] = _check(setup.model, setup.prepare(i, eager=True), setup.batch[:size], setup.autocast,
+                                   setup.device, size, None if setup.spec.compile is None else setup.prepare(i))
+            progress.advance()
+        timed = [i for i in timed if checks[i].error is None]
+        plan = TimingPlan.for_device(setup.device, setup.spec.repeats)
+        labels = {i: _label(setup, i) for i in timed}
+        candidates = [_candidate(setup, i, labels[i], checks[i].batch_size) for i in timed]
+        timings, retimed = None, 0
+        with torch.inference_mode():
+            for attempt in range(setup.spec.max_retime + 1):
+                if timings is not None and worst_spread(timings.values()) <= NOISY_SPREAD:
+                    break
+                progress.phase(f"re-timing{tag} #{attempt}" if attempt else f"timing{tag}", plan.repeats * len(timed))
+                again = dict(zip(timed, time_interleaved(candidates, setup.device, plan, lambda _: progress.advance())))
+                retimed = attempt
+                # The whole group again, the unpatched model included, so every speedup stays paired within one
+                # attempt; keep the quieter attempt (its medians are no more trusted than the other's, only tighter).
+                if timings is None or worst_spread(again.values()) < worst_spread(timings.values()):
+                    timings = again
+            latency = _time_latency(setup, [i for i in timed if timings[i].error is None], progress, tag)
     unpatch(setup.model)
     evaluable = tuple(i for i in group if i in timings and timings[i].error is None)
-    return Throughput({i: checks[i] for i in timed + group if i in checks}, timings, evaluable,
-                      {i: config_label(setup.planned[i]) for i in timed}, _device_name(setup.device), retimed)
+    return Throughput({i: checks[i] for i in timed + group if i in checks}, timings, evaluable, labels,
+                      _device_name(setup.device), retimed, latency)
 
 
 def worst_spread(timings) -> float:
@@ -536,10 +611,52 @@ def worst_spread(timings) -> float:
     return max((t.spread() for t in timings if t.error is None and t.step_times), default=0.0)
 
 
+def _label(setup: Setup, i: int) -> str:
+    """config_label, with the batch size when the sweep has several (raw times are kept by label)."""
+    label = config_label(setup.planned[i])
+    return label + (f" @ batch {setup.configs[i].batch_size}" if len(setup.batch_sizes) > 1 else "")
+
+
+def _candidate(setup: Setup, i: int, label: str, batch_size: int) -> Candidate:
+    prepare = setup.prepare(i)
+    return Candidate(label, prepare, _stepper(prepare(), setup.batch[:batch_size], setup.autocast), batch_size)
+
+
+def _time_latency(setup: Setup, working: list[int], progress: Progress, tag: str) -> dict[int, Timing]:
+    """With --latency: one image per call, each call timed alone (synchronised on CUDA), through the one timing
+    loop, interleaved over one configuration of each sibling set (the one at the smallest batch size, whose
+    compiled module is reused) and the unpatched model."""
+    if not setup.spec.latency or not working:
+        return {}
+    chosen: dict[int, int] = {}
+    for i in sorted(working, key=lambda i: setup.configs[i].batch_size):
+        chosen.setdefault(setup.sibling_key(i), i)
+    indices = list(chosen.values())
+    plan = latency_plan(setup.device)
+    progress.phase(f"latency{tag}", plan.repeats * len(indices))
+    candidates = [_candidate(setup, i, config_label(setup.planned[i]), 1) for i in indices]
+    return dict(zip(indices, time_interleaved(candidates, setup.device, plan, lambda _: progress.advance())))
+
+
+def accuracy_sizes(setup: Setup, throughput: Throughput) -> dict[int, int]:
+    """The configurations an accuracy pass evaluates, {index: batch that fits}: one of each sibling set (the one
+    that fit the largest batch), since accuracy does not depend on the batch size; `group_rows` gives its
+    accuracy to its siblings."""
+    chosen: dict[int, int] = {}
+    for i in throughput.evaluable:
+        key, size = setup.sibling_key(i), throughput.checks[i].batch_size
+        if key not in chosen or size > throughput.checks[chosen[key]].batch_size:
+            chosen[key] = i
+    return {i: throughput.checks[i].batch_size for i in sorted(chosen.values())}
+
+
 def count_accuracy(setup: Setup, sizes: dict[int, int], shard: tuple[int, int] | None = None,
                    progress: Progress | None = None, tag: str = "") -> dict[int, Accuracy]:
     """One data pass over the images (or the shard [start, stop) of them) for configurations {index: batch size
-    that fits}. Counts are exact, so shards add up to the whole. Empty when there are no images."""
+    that fits}. Counts are exact, so shards add up to the whole. Empty when there are no images.
+
+    A compiled configuration is called with exactly its batch size every time (the last, shorter batch padded;
+    see `compiled.StaticBatch`), so the pass never recompiles it."""
     images = setup.images
     if images is None or not sizes:
         return {}
@@ -549,14 +666,17 @@ def count_accuracy(setup: Setup, sizes: dict[int, int], shard: tuple[int, int] |
     progress = progress or _Silent()
     progress.phase(f"accuracy{tag}", len(images.files))
     loaded, device = setup.loaded, setup.device
-    batch_size = setup.base.infer_batch_size
-    loader = datasets.make_loader(images, loaded.data_config, batch_size, _workers(setup.spec.workers),
+    loader = datasets.make_loader(images, loaded.data_config, setup.eval_batch_size, _workers(setup.spec.workers),
                                   pin_memory=device.type == "cuda", transform=loaded.transform)
     normalize = datasets.DeviceNormalize(loaded.data_config, device)
     indices = list(sizes)
+    prepares = [setup.prepare(i) for i in indices]
+    if setup.spec.compile is not None:
+        prepares = [functools.partial(compiled.StaticBatch, prepare(), sizes[i]) for prepare, i in zip(prepares, indices)]
     try:
-        evaluation = evaluate_in_one_pass(setup.model, [setup.prepare(i) for i in indices], loader, normalize,
-                                          setup.autocast, progress.advance, [sizes[i] for i in indices])
+        with compiled.limits(len(setup.configs)) if setup.spec.compile else nullcontext():
+            evaluation = evaluate_in_one_pass(setup.model, prepares, loader, normalize, setup.autocast, progress.advance,
+                                              [sizes[i] for i in indices])
     finally:
         unpatch(setup.model)
     return dict(zip(indices, evaluation.per_config))
@@ -568,27 +688,36 @@ def group_rows(setup: Setup, group: list[int], throughput: Throughput, accuracy:
     if setup.images is not None and throughput.evaluable and accuracy and all(
             a.n_images == 0 and a.error is None for a in accuracy.values()):
         raise TomebenchError(f"none of the {len(setup.images.files)} images under {setup.images.name} could be read")
-    baseline = throughput.timings.get(0)
-    reference = baseline if baseline is not None and baseline.error is None else None
     rows = []
+    accuracy = {i: accuracy[j] for i in group for j in accuracy if setup.sibling_key(i) == setup.sibling_key(j)}
+    latency = {i: throughput.latency[j] for i in group for j in throughput.latency
+               if setup.sibling_key(i) == setup.sibling_key(j)}
+    base_latency = next((t for j, t in throughput.latency.items() if setup.sibling_key(j) == 0), None)
     for i in group:
-        acc = accuracy.get(i)
+        acc = accuracy.get(i) if i in throughput.evaluable else None
         if accuracy_error is not None and i in throughput.evaluable:
             acc = Accuracy(None, None, 0, accuracy_error)
+        baseline = throughput.timings.get(setup.baseline_for(i))
+        reference = baseline if baseline is not None and baseline.error is None else None
         row = _row(setup.planned[i], throughput.checks[i], throughput.timings.get(i), acc, setup.images,
-                   acc.skipped if acc is not None else 0, reference, throughput.retimed)
+                   acc.skipped if acc is not None else 0, reference, throughput.retimed, latency.get(i), base_latency)
         rows.append(replace(row, device_name=throughput.device_name or None))
     raw = {throughput.labels[i]: throughput.timings[i] for i in throughput.timings}
+    raw.update({f"{throughput.labels[j]} latency": t for j, t in throughput.latency.items()})
     return rows, raw
 
 
-def _groups(todo: list[int], size: int) -> list[list[int]]:
-    """Split configuration indices into groups of `size` (0: one group); the baseline (0) leads the first."""
-    others = [i for i in todo if i != 0]
+def _groups(setup: Setup, todo: list[int], size: int) -> list[list[int]]:
+    """Split configuration indices into groups of `size` configurations (0: one group), each with all its batch
+    sizes (so its accuracy is computed once, in one group); the baselines lead the first group."""
+    siblings: dict[int, list[int]] = {}
+    for i in todo:
+        siblings.setdefault(setup.sibling_key(i), []).append(i)
+    base = siblings.pop(0, [])
+    others = list(siblings.values())
     size = size or max(len(others), 1)
-    groups = [others[k : k + size] for k in range(0, len(others), size)] or [[]]
-    if 0 in todo:
-        groups[0] = [0] + groups[0]
+    groups = [[i for sets in others[k : k + size] for i in sets] for k in range(0, len(others), size)] or [[]]
+    groups[0] = base + groups[0]
     return groups
 
 
@@ -611,7 +740,9 @@ def _settings(spec: SweepSpec, setup: Setup) -> dict:
         "pretrained": spec.pretrained,
         "model_kwargs": dict(spec.model_kwargs),
         "img_size": base.infer_img_size,
-        "batch_size": base.infer_batch_size,
+        # One size as a number, as CSVs of earlier versions recorded it; several as a list.
+        "batch_size": setup.batch_sizes[0] if len(setup.batch_sizes) == 1 else list(setup.batch_sizes),
+        "compile": spec.compile,
         "dtype": base.dtype,
         "device": base.device,
         "data": data_source(spec, setup.loaded),
@@ -637,6 +768,7 @@ class Check:
     clamp_note: str | None = None
     batch_size: int = 1  # the batch that fit: the requested one unless it ran out of memory
     backoff_note: str | None = None
+    compile_s: float | None = None  # --compile: seconds the first call spent compiling (None when eager)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -661,35 +793,56 @@ def largest_that_fits(run: Callable[[int], T], size: int, device: torch.device |
             size //= 2
 
 
-def _check(model, prepare, batch, autocast, device, requested: int | None = None) -> Check:
+def _check(model, prepare, batch, autocast, device, requested: int | None = None,
+           compiled_prepare: Callable[[], torch.nn.Module] | None = None) -> Check:
     """Switch to the configuration, count its cost on one image, and run one full batch.
 
     A batch that runs out of memory is halved until one fits (down to 1 image); the size that fit is the one
     this configuration is timed and evaluated with. `requested` is the batch asked for, when the synthetic batch
-    itself had to be smaller.
+    itself had to be smaller. With `compiled_prepare` (--compile), GFLOPs and tokens are still counted on the
+    eager model (the flop counter sees the real ops, not inductor's kernels), and the full batch runs through
+    the compiled module: its first call compiles, and compile_s is that call less the next one (one forward).
     """
     requested = requested or len(batch)
     one = batch[:1]
     try:
-        prepare()
+        module = prepare() or model  # a prepare that switches in place (returns None) runs `model`
         gflops = count_gflops(model, one)
         with torch.inference_mode():
             tokens = final_tokens(model, one)
+        info = patch_info(model)
+        clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its row's error
         return Check(error=_failure(exc, device), batch_size=requested)
+    if compiled_prepare is not None:
+        module = compiled_prepare()
 
-    def forward(size: int) -> None:
+    def forward(size: int) -> float:
         with torch.inference_mode(), autocast():
-            model(batch[:size])
+            _synchronize(device)
+            begin = time.perf_counter()
+            module(batch[:size])
+            _synchronize(device)
+            return time.perf_counter() - begin
 
+    compile_s = None
     try:
-        _, size = largest_that_fits(forward, len(batch), device)
+        first, size = largest_that_fits(forward, len(batch), device)
+        if compiled_prepare is not None:
+            compile_s = max(0.0, first - forward(size))
     except Exception as exc:  # noqa: BLE001
-        return Check(error=_failure(exc, device), batch_size=requested)
-    info = patch_info(model)
-    clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
+        error = _failure(exc, device)
+        if compiled_prepare is not None and not is_out_of_memory(exc):
+            error = f"compile failed: {error}"
+        return Check(error=error, batch_size=requested)
     backoff = None if size == requested else f"out of memory at batch {requested}; measured at batch {size}"
-    return Check(gflops=gflops, tokens_final=tokens, clamp_note=clamp, batch_size=size, backoff_note=backoff)
+    return Check(gflops=gflops, tokens_final=tokens, clamp_note=clamp, batch_size=size, backoff_note=backoff,
+                 compile_s=compile_s)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _failure(exc: BaseException, device: torch.device) -> str:
@@ -718,14 +871,23 @@ def _stepper(model, batch, autocast) -> Callable[[], object]:
 
 
 def _row(identity: Row, check: Check, timing: Timing | None, acc: Accuracy | None, images, skipped,
-         reference: Timing | None, retimed: int = 0) -> Row:
+         reference: Timing | None, retimed: int = 0, latency: Timing | None = None,
+         base_latency: Timing | None = None) -> Row:
     notes = [check.backoff_note, check.clamp_note]
     values: dict = dict(
         infer_batch_size=check.batch_size,
         infer_gflops=None if check.gflops is None else round(check.gflops, 4),
         tokens_final=check.tokens_final,
         error=check.error,
+        compile_s=check.compile_s,
     )
+    if latency is not None and latency.error is None:
+        p50, p90, p99 = (q * 1e3 for q in latency.latency_quantiles())
+        values.update(latency_ms_p50=p50, latency_ms_p90=p90, latency_ms_p99=p99)
+        if base_latency is not None and base_latency.error is None:
+            values["latency_speedup"] = base_latency.latency_quantiles()[0] / latency.latency_quantiles()[0]
+    elif latency is not None:
+        notes.append(f"no latency: {latency.error}")
     if timing is not None and timing.error is not None:
         values["error"] = f"timing: {timing.error}"
     elif timing is not None:

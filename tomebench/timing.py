@@ -36,6 +36,16 @@ class TimingPlan:
         return plan if repeats is None else TimingPlan(plan.warmup_iters, plan.warmup_s, repeats, plan.min_repeat_s)
 
 
+LATENCY_CALLS = 100  # timed single-image calls per configuration, at the least: enough for a p99
+
+
+def latency_plan(device: torch.device, calls: int = LATENCY_CALLS) -> TimingPlan:
+    """Per-image latency through the same loop: every repeat is exactly one call (min_repeat_s 0 gives one
+    iteration per repeat), timed on its own and, on CUDA, synchronised before and after."""
+    plan = TimingPlan.for_device(device)
+    return TimingPlan(plan.warmup_iters, plan.warmup_s, max(calls, LATENCY_CALLS), min_repeat_s=0.0)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One configuration to time. `prepare` puts the model into this configuration (untimed);
@@ -82,6 +92,11 @@ class Timing:
     def _paired_ratios(self, reference: Timing) -> list[float]:
         pairs = zip(reference.step_times, self.step_times)
         return [(ref / reference.batch_size) / (own / self.batch_size) for ref, own in pairs]
+
+    def latency_quantiles(self) -> tuple[float, float, float]:
+        """(p50, p90, p99) seconds per call, for timings of one call per repeat (`latency_plan`)."""
+        calls = sorted(self.step_times)
+        return _quantile(calls, 0.5), _quantile(calls, 0.9), _quantile(calls, 0.99)
 
     def median_step_ms(self) -> float:
         return statistics.median(self.step_times) * 1e3

@@ -109,9 +109,9 @@ class Adapter:
         """Proportional attention helps supervised models; the paper turns it off for off-the-shelf MAE models."""
         return True
 
-    def logits(self, model: nn.Module, images: Tensor) -> Tensor:
-        """Images (B, 3, H, W) -> logits (B, classes) through the model's own forward (patched or not)."""
-        return model(images)
+    def logits(self, output: Any) -> Tensor:
+        """The logits (B, classes) in what the family's forward returned (patched, unpatched or compiled)."""
+        return output
 
     # --- forward pieces -------------------------------------------------------------------------------------
     def embed(self, model: nn.Module, images: Tensor, **kwargs: Any) -> Tensor:

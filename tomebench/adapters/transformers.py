@@ -96,8 +96,8 @@ class TransformersAdapter(Adapter):
     def forward_mixin(self, model_class: type) -> type:
         return _TransformersForward
 
-    def logits(self, model: nn.Module, images: Tensor) -> Tensor:
-        return model(pixel_values=images).logits  # the forward returns an output object
+    def logits(self, output: Any) -> Tensor:
+        return output.logits if hasattr(output, "logits") else output[0]  # an output object, or its to_tuple()
 
     def blocks(self, model: nn.Module) -> nn.Module:
         base = _base(model)

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test regress baseline bench gpu-check clean
+.PHONY: install demo test regress baseline bench bench-tv gpu-check clean
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test,ray]'
+	$(PY) -m pip install -q -e '.[test,ray,hf]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,6 +36,10 @@ baseline: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/speedup.py
+
+# The same on torchvision's ViT-B/16 (random init), through the torchvision adapter.
+bench-tv: $(STAMP)
+	$(PY) benchmarks/speedup.py --model tv:vit_b_16 --r 0,8,16 --out results/bench-speedup-tv.csv
 
 # On a machine with a CUDA GPU (under 10 minutes, no downloads): timing sanity and fp16/bf16 speedups.
 gpu-check: $(STAMP)

@@ -2,7 +2,9 @@
 unpatched model, all measured interleaved in one run by tomebench's own timing loop.
 
     .venv/bin/python benchmarks/speedup.py [--repeats 9] [--out results/bench-speedup.csv]
+    .venv/bin/python benchmarks/speedup.py --model tv:vit_b_16 --r 0,8,16 --out results/bench-speedup-tv.csv
 
+Any family's model works (`tv:vit_b_16` is torchvision's ViT-B/16, also random init; `make bench-tv`).
 Targets on a 2-core CPU: r=16 >= 1.9x, patched r=0 >= 0.98x of unpatched.
 """
 
@@ -20,6 +22,7 @@ TARGETS = {16: 1.9, 0: 0.98}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_base_patch16_224")
+    parser.add_argument("--r", default="0,8,13,16", help="comma-separated r values (besides the unpatched model)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", type=Path, default=Path("results/bench-speedup.csv"))
@@ -27,7 +30,7 @@ def main() -> None:
     spec = SweepSpec(
         model=args.model,
         reducers=("tome",),
-        r=(0, 8, 13, 16),
+        r=tuple(int(v) for v in args.r.split(",")),
         batch_size=args.batch_size,
         device="cpu",
         dtype="fp32",

@@ -1,4 +1,5 @@
-"""tomebench: what token reduction (Token Merging and friends) really buys a timm Vision Transformer.
+"""tomebench: what token reduction (Token Merging and friends) really buys a Vision Transformer (timm, torchvision,
+transformers).
 
     import timm, tomebench
     model = timm.create_model("vit_base_patch16_224", pretrained=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from tomebench.models import LoadedModel
-from tomebench.patch import default_prop_attn, num_input_tokens, num_prefix_tokens
+from tomebench.patch import default_prop_attn, depth, num_input_tokens, num_prefix_tokens
 from tomebench.reducers import REDUCERS
 from tomebench.schedule import full_r
 from tomebench.sweep import Config
@@ -50,7 +50,7 @@ def plan(r: int | None = None) -> Callable[[LoadedModel], list[Config]]:
 
     def configs(loaded: LoadedModel) -> list[Config]:
         model = loaded.model
-        rr = r if r is not None else full_r(num_input_tokens(model), num_prefix_tokens(model), len(model.blocks))
+        rr = r if r is not None else full_r(num_input_tokens(model), num_prefix_tokens(model), depth(model))
         prop = default_prop_attn(model)
         planned = [Config(REDUCER, rr, "constant", prop)]
         for factor, choices in factors().items():

@@ -23,11 +23,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from tomebench import __version__
+from tomebench.adapters import ADAPTERS
 from tomebench.check import DEFAULT_METRICS, METRICS, CheckResult, Tolerances, change, to_markdown
 from tomebench.check import check as check_csv
 from tomebench.config import load as load_config
 from tomebench.errors import TomebenchError, UsageError
-from tomebench.models import ALIASES
 from tomebench.outputs import check_outputs, check_writable, remove_stale_temp_files, sweep_outputs
 from tomebench.results import read_csv, write_text_atomic
 from tomebench.schedule import parse_r_spec, parse_r_values
@@ -44,7 +44,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
-    help="Measure what token reduction (ToMe and friends) buys a timm Vision Transformer.",
+    help="Measure what token reduction (ToMe and friends) buys a Vision Transformer (timm, torchvision, transformers).",
 )
 console = Console()
 if not console.is_terminal:
@@ -76,10 +76,11 @@ def main(
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Measure what token reduction (ToMe and friends) buys a timm Vision Transformer."""
+    """Measure what token reduction (ToMe and friends) buys a Vision Transformer (timm, torchvision, transformers)."""
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", metavar="NAME",
-                                       help="Alias (see `tomebench models`) or any timm name.")]
+                                       help="Alias (see `tomebench models`), any timm name, tv:ARCH[.WEIGHTS] "
+                                       "(torchvision) or hf:ID (transformers).")]
 ROpt = Annotated[
     Optional[str], typer.Option("--r", metavar="R",
                                 help="r values: 16, 0,8,16, 0..24 or 0..24:4. Default: 0 to the model's full r.")
@@ -828,16 +829,18 @@ def paper_baseline(
         raise _fail(exc) from None
 
 
-@app.command(short_help="List the model aliases and the timm names behind them.")
+@app.command(short_help="List the model families and the names each takes (timm, tv:, hf:).")
 def models() -> None:
-    """List the model aliases and the timm names they stand for (any timm name works too)."""
-    table = Table(title="model aliases")
-    table.add_column("alias", no_wrap=True)
-    table.add_column("timm name", no_wrap=True)
-    table.add_column("what", overflow="fold")
-    for alias, (timm_name, what) in ALIASES.items():
-        table.add_row(alias, timm_name, what)
-    console.print(table)
+    """List each model family and the names it takes: timm aliases (any timm name works too), torchvision ViTs
+    with their weights (tv:), transformers ViT/DeiT classifiers (hf:)."""
+    for entry in ADAPTERS:
+        table = Table(title=f"{entry.name}: {entry.obj.summary}")
+        table.add_column("name", no_wrap=True)
+        table.add_column("resolves to", no_wrap=True)
+        table.add_column("what", overflow="fold")
+        for row in entry.obj.catalog():
+            table.add_row(*row)
+        console.print(table)
 
 
 @app.command(short_help="List the reducers, their options, defaults and choices.")

@@ -60,6 +60,8 @@ PAPER_KEYS: dict[str, tuple[type, ...]] = {
     "top1_before": NUMBER,
     "top1_after": NUMBER,
     "speedup": NUMBER,
+    "img_per_sec_before": NUMBER,  # published images/s where the source gives them (the SWAG table): in the note
+    "img_per_sec_after": NUMBER,
     "device": (str,),
     "source": (str,),
 }

@@ -6,9 +6,20 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from tomebench.patch import tokens_after_blocks
+
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _native_mha_flops(query_shape, key_shape, value_shape, embed_dim, num_heads, *args, out_shape=None, **kwargs) -> int:
+    """nn.MultiheadAttention's fused inference path (torchvision's ViT runs it when unpatched): the packed q/k/v
+    projection, attention, and the output projection. query (B, N, C)."""
+    b, n, c = query_shape
+    d = c // num_heads
+    heads = (b, num_heads, n, d)
+    return 2 * b * n * c * 3 * c + sdpa_flop_count(heads, heads, heads) + 2 * b * n * c * c
 
 
 # torch's counter knows the CUDA attention kernels; on CPU the dispatcher shows the composite op itself,
@@ -16,6 +27,7 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kw
 _EXTRA_FORMULAS = {
     torch.ops.aten.scaled_dot_product_attention: _sdpa_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
+    torch.ops.aten._native_multi_head_attention: _native_mha_flops,
 }
 
 
@@ -34,4 +46,4 @@ def count_gflops(model: nn.Module, image: Tensor) -> float:
 @torch.inference_mode()
 def final_tokens(model: nn.Module, image: Tensor) -> int:
     """Tokens leaving the last block for `image` (1, 3, H, W), measured by running the model."""
-    return int(model.forward_features(image).shape[1])  # (1, N', C)
+    return int(tokens_after_blocks(model, image).shape[1])  # (1, N', C)

@@ -1,8 +1,9 @@
 """Image folders for accuracy: ImageNet-style class folders, or a flat folder with a labels file.
 
-Decoding and resizing happen in DataLoader workers through timm's eval transform in its prefetcher form (uint8
-tensors, no normalisation); the mean/std normalisation runs on the device, as timm's validate.py does with its
-prefetcher. An image that cannot be decoded does not stop the run: it comes back flagged, and is counted.
+Decoding and resizing happen in DataLoader workers through the model's eval transform without normalisation
+(uint8 tensors): timm's in its prefetcher form, or the family's own (torchvision weights' resize and crop, a
+transformers image processor's); the mean/std normalisation runs on the device, as timm's validate.py does with
+its prefetcher. An image that cannot be decoded does not stop the run: it comes back flagged, and is counted.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,10 +186,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
 class ImageFiles(Dataset):
     """(uint8 image (3, H, W), label, readable) per file; unreadable files give zeros and readable=False."""
 
-    def __init__(self, images: ImageList, data_config: dict):
+    def __init__(self, images: ImageList, data_config: dict, transform: Callable | None = None):
         self.images = images
-        # use_prefetcher=True: timm's eval transform without ToTensor/Normalize; we normalise on the device.
-        self.transform = create_transform(**_transform_args(data_config), is_training=False, use_prefetcher=True)
+        self.transform = transform or eval_transform(data_config)
         self.shape = tuple(data_config["input_size"])
 
     def __len__(self) -> int:
@@ -203,7 +203,14 @@ class ImageFiles(Dataset):
                     pixels = self.transform(to_rgb(img))
         except UNREADABLE:
             return torch.zeros(self.shape, dtype=torch.uint8), label, False
-        return torch.from_numpy(np.ascontiguousarray(pixels)), label, True
+        return torch.as_tensor(np.ascontiguousarray(pixels)), label, True
+
+
+def eval_transform(data_config: dict) -> Callable:
+    """timm's eval transform from a data config, PIL image -> uint8 (3, H, W) array: use_prefetcher=True leaves
+    out ToTensor/Normalize, since normalising happens on the device. Families with their own preprocessing
+    (torchvision weights, transformers image processors) supply a transform of the same contract instead."""
+    return create_transform(**_transform_args(data_config), is_training=False, use_prefetcher=True)
 
 
 def _transform_args(cfg: dict) -> dict:
@@ -211,9 +218,11 @@ def _transform_args(cfg: dict) -> dict:
     return {k: cfg[k] for k in keys if k in cfg}
 
 
-def make_loader(images: ImageList, data_config: dict, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+def make_loader(images: ImageList, data_config: dict, batch_size: int, workers: int, pin_memory: bool,
+                transform: Callable | None = None) -> DataLoader:
+    """Batches of uint8 images; `transform` (PIL -> uint8 (3, H, W)) defaults to timm's from data_config."""
     return DataLoader(
-        ImageFiles(images, data_config),
+        ImageFiles(images, data_config, transform),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from tomebench.data import DeviceNormalize
 from tomebench.errors import one_line
+from tomebench.patch import logits_of
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,9 @@ def evaluate_in_one_pass(
                     module = prepare() or model
                     step = batch_sizes[i] or len(x)
                     with autocast():
-                        logits = torch.cat([module(x[j : j + step]) for j in range(0, len(x), step)])
+                        # logits_of: a transformers model returns an output object, not the logits tensor.
+                        outputs = [module(x[j : j + step]) for j in range(0, len(x), step)]
+                        logits = torch.cat([logits_of(model, out) for out in outputs])
                 except (RuntimeError, ValueError, NotImplementedError) as exc:
                     errors[i] = one_line(exc)
                     continue

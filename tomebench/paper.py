@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from timm.models import get_pretrained_cfg
-
 from tomebench import config as configs
 from tomebench.errors import UsageError
-from tomebench.models import resolve_name
+from tomebench.models import describe
 from tomebench.results import Row
 from tomebench.schedule import parse_r_values
 
@@ -29,18 +27,18 @@ def paper_rows(path: Path) -> list[Row]:
     r_values = [r for r in parse_r_values(str(options.get("r", "0"))) if r > 0]
     if len(r_values) != 1:
         raise UsageError(f"{path}: a paper config names one r > 0, got {options.get('r')!r}")
-    timm_name = resolve_name(options["model"])
-    architecture, _, tag = timm_name.partition(".")
-    cfg = get_pretrained_cfg(timm_name) or get_pretrained_cfg(architecture)
     # A run names its model architecture.tag, or the bare architecture when weights come from --checkpoint.
-    model = architecture if "checkpoint" in options or not tag else timm_name
-    mae = "mae" in timm_name or "mae" in Path(str(options.get("checkpoint", ""))).name
+    model, img_size = describe(options["model"], from_checkpoint="checkpoint" in options)
+    mae = "mae" in model or "mae" in Path(str(options.get("checkpoint", ""))).name
     prop_attn = options.get("prop_attn", not mae)
     where = f"published ({paper.get('device', 'unknown device')}): {paper.get('source', path.name)}"
+    if "img_per_sec_before" in paper and "img_per_sec_after" in paper:
+        # In the note, not in infer_samples_per_sec: that column holds what tomebench measured, and these were not.
+        where += f"; {paper['img_per_sec_before']} -> {paper['img_per_sec_after']} images/s"
     common = dict(
         model=model,
         schedule="constant",
-        infer_img_size=int(cfg.input_size[-1]) if cfg else 224,
+        infer_img_size=img_size,
         infer_batch_size=options.get("batch_size", 256),
         dtype=options.get("dtype", "fp16"),
         device=options.get("device", "cuda"),

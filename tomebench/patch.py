@@ -1,4 +1,4 @@
-"""Model surgery: token reduction inside a timm VisionTransformer, and its undo.
+"""Model surgery: token reduction inside a Vision Transformer of any supported family, and its undo.
 
 `patch` swaps the model's class for a subclass whose forward runs the blocks with token reduction between
 attention and MLP, and stores one frozen `PatchInfo` on the model. Nothing else is touched: no parameter,
@@ -6,10 +6,10 @@ no submodule, no block class. `unpatch` restores the class and removes that one 
 exactly what it was. Each forward passes sizes and sources along as values; nothing is written to Python
 state inside forward, so the patched model is re-entrant and the schedule is plain data.
 
-The block and attention code follows timm >= 1.0 `Block` / `Attention`: LayerScale (ls1/ls2), drop-path,
-q/k norm, the attention output norm and gate where present, all prefix tokens (cls, distillation,
-registers) kept in front, attention through `F.scaled_dot_product_attention` with proportional attention as
-an additive log(size) bias.
+This module is the one loop over blocks, the same for every family: all prefix tokens (cls, distillation,
+registers) kept in front, attention through `F.scaled_dot_product_attention` with proportional attention as an
+additive log(size) bias, the reducer between attention and MLP. Where a family keeps its q/k/v, norms,
+LayerScale and head is its adapter's business (`tomebench.adapters`), looked up here by the model's class.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.layers import Attention
-from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
+from tomebench.adapters import ADAPTERS, Adapter, PatchedForward, adapter_for
 from tomebench.errors import UsageError
 from tomebench.reducer_options import Option, options_of
 from tomebench.reducers import REDUCERS, LayerTokens, Reducer, do_nothing, merge_tokens
@@ -64,20 +63,29 @@ class TokenState:
     source: Tensor | None
 
 
-def num_prefix_tokens(model: VisionTransformer) -> int:
-    return int(getattr(model, "num_prefix_tokens", 1 if getattr(model, "cls_token", None) is not None else 0))
+def num_prefix_tokens(model: nn.Module) -> int:
+    return adapter_for(model).num_prefix_tokens(model)
 
 
-def num_input_tokens(model: VisionTransformer) -> int:
+def num_input_tokens(model: nn.Module) -> int:
     """Tokens entering the first block at the model's configured image size (patches + prefix tokens)."""
-    return int(model.patch_embed.num_patches) + num_prefix_tokens(model)
+    gh, gw = grid_size(model)
+    return gh * gw + num_prefix_tokens(model)
+
+
+def depth(model: nn.Module) -> int:
+    """Blocks (transformer layers) of the model."""
+    return len(adapter_for(model).blocks(model))
+
+
+def grid_size(model: nn.Module) -> tuple[int, int]:
+    """Patch grid (gh, gw) at the model's configured image size."""
+    return tuple(adapter_for(model).grid_size(model))
 
 
 def default_prop_attn(model: nn.Module) -> bool:
     """Proportional attention helps supervised models; the paper turns it off for off-the-shelf MAE models."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    names = f"{cfg.get('architecture', '')}.{cfg.get('tag', '')}".lower()
-    return "mae" not in names
+    return adapter_for(model).default_prop_attn(model)
 
 
 def is_patched(model: nn.Module) -> bool:
@@ -89,15 +97,16 @@ def patch_info(model: nn.Module) -> PatchInfo | None:
 
 
 def patch(
-    model: VisionTransformer,
+    model: nn.Module,
     reducer: str = "tome",
     r: int | Sequence[int] = 16,
     schedule: str | Sequence[int] = "constant",
     prop_attn: bool | None = None,
     trace_source: bool = False,
     **options: Any,
-) -> VisionTransformer:
-    """Patch a timm VisionTransformer in place for token reduction and return it.
+) -> nn.Module:
+    """Patch a ViT in place for token reduction and return it: a timm VisionTransformer, a torchvision
+    VisionTransformer, or a transformers ViT/DeiT image classifier (anything else is refused).
 
     r: tokens removed per block (int) or an explicit per-block list; schedule: "constant", "decreasing" or
     an explicit per-block list (then r is ignored). prop_attn=None picks the paper's default for the model.
@@ -105,7 +114,7 @@ def patch(
     the reducer. Calling patch again replaces the previous settings.
     """
     check_supported(model)
-    depth = len(model.blocks)
+    depth = len(adapter_for(model).blocks(model))
     name = REDUCERS.canonical(reducer)
     check_reducer_options({name: options})
     r = _whole_r(r)
@@ -194,40 +203,52 @@ def unpatch(model: nn.Module) -> nn.Module:
     return model
 
 
-def forward_with_state(model: VisionTransformer, x: Tensor) -> tuple[Tensor, TokenState]:
+def forward_with_state(model: nn.Module, x: Tensor) -> tuple[Tensor, TokenState]:
     """Run a patched model on images x (B, 3, H, W); return logits and the final TokenState."""
     if patch_info(model) is None:
         # Without a patch there is no token state to return (and a bare AttributeError would not say why).
         raise UsageError(f"forward_with_state needs a patched model, and this {type(model).__name__} is not patched: "
                          "call tomebench.patch(model, reducer, r) first (r=0 keeps every token)")
     feats, state = _forward_tokens(model, x)
-    return _forward_head(model, feats, state.size), state
+    return adapter_for(model).head(model, feats, state.size), state
 
 
-def token_counts(model: VisionTransformer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def token_counts(model: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(effective r per block, tokens after each block) at the model's configured image size."""
     info = patch_info(model)
-    rs = tuple(layer.r for layer in info.layers) if info else (0,) * len(model.blocks)
+    rs = tuple(layer.r for layer in info.layers) if info else (0,) * depth(model)
     return effective_schedule(rs, num_input_tokens(model), num_prefix_tokens(model))
 
 
+def logits_of(model: nn.Module, output: Any) -> Tensor:
+    """The logits (B, classes) in what `model`'s forward (or a compiled form of it) returned: a tensor for timm and
+    torchvision, an output object for transformers."""
+    return adapter_for(model).logits(output)
+
+
+def tokens_after_blocks(model: nn.Module, x: Tensor) -> Tensor:
+    """The final normed tokens (B, N', C) for images x (B, 3, H, W), patched or not. Unpatched blocks keep every
+    token, so then the tokens are the embedding's, run through all blocks in the family's own order."""
+    if is_patched(model):
+        return _forward_tokens(model, x)[0]
+    adapter = adapter_for(model)
+    x = adapter.embed(model, x)
+    for block in adapter.blocks(model):
+        x = block(x)
+    return adapter.final_norm(model, x)
+
+
 def check_supported(model: nn.Module) -> None:
-    if not isinstance(model, VisionTransformer):
-        raise UsageError(
-            f"{type(model).__name__} is not a timm VisionTransformer; tomebench patches ViT/DeiT-style models."
-        )
-    for i, block in enumerate(model.blocks):
-        if not isinstance(block, Block) or not isinstance(block.attn, Attention):
-            raise UsageError(
-                f"block {i} is a {type(block).__name__} with {type(getattr(block, 'attn', None)).__name__}; "
-                "tomebench supports timm's standard pre-norm Block with Attention."
-            )
+    """A UsageError unless the model belongs to a registered family with a structure its adapter can run."""
+    adapter_for(model).check(model)
 
 
 @functools.cache
 def _patched_class(original: type) -> type:
-    """A subclass of the model's own class (so DeiT's distilled head etc. keep working) with ToMe forward."""
-    return type(f"ToMe{original.__name__}", (_ToMeForward, original), {})
+    """A subclass of the model's own class (so DeiT's distilled head etc. keep working) with the reducing forward:
+    the family's forward mixin (its signature and return type), then the hooks into the loop below."""
+    mixin = adapter_for(original).forward_mixin(original)
+    return type(f"ToMe{original.__name__}", (mixin, _Patched, original), {})
 
 
 def _new_patched(original: type) -> nn.Module:
@@ -237,50 +258,42 @@ def _new_patched(original: type) -> nn.Module:
     return cls.__new__(cls)
 
 
-class _ToMeForward:
-    """Forward methods placed in front of the original VisionTransformer class by `patch`."""
+class _Patched(PatchedForward):
+    """The hooks every family's forward mixin calls, and pickling of the patched model."""
 
     def __reduce_ex__(self, protocol: int):
         # pickle.dumps, torch.save(model), copy.deepcopy: rebuilt through _new_patched with the same state
         # (weights, and the PatchInfo that names the original class), so it loads patched in a fresh process.
         return _new_patched, (self._tome.original_class,), self.__dict__
 
-    def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        _refuse_masks(attn_mask, is_causal)
-        return _forward_tokens(self, x)[0]
+    def _tome_tokens(self, images: Tensor, **embed_kwargs: Any) -> tuple[Tensor, TokenState]:
+        return _forward_tokens(self, images, **embed_kwargs)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        _refuse_masks(attn_mask, is_causal)
-        feats, state = _forward_tokens(self, x)
-        return _forward_head(self, feats, state.size)
+    def _tome_logits(self, images: Tensor, **embed_kwargs: Any) -> Tensor:
+        feats, state = _forward_tokens(self, images, **embed_kwargs)
+        return adapter_for(self).head(self, feats, state.size)
 
 
-def _refuse_masks(attn_mask: Tensor | None, is_causal: bool) -> None:
-    if attn_mask is not None or is_causal:
-        raise NotImplementedError("token reduction changes the sequence, so attention masks cannot be applied")
-
-
-def _forward_tokens(model: Any, x: Tensor) -> tuple[Tensor, TokenState]:
+def _forward_tokens(model: Any, x: Tensor, **embed_kwargs: Any) -> tuple[Tensor, TokenState]:
     """Images (B, 3, H, W) -> final normed tokens (B, N', C) and their sizes/sources."""
     info: PatchInfo = model._tome
-    x = model.patch_embed(x)
-    x = model._pos_embed(x)  # (B, N, C), prefix tokens first
-    x = model.patch_drop(x)
-    x = model.norm_pre(x)
-    p = num_prefix_tokens(model)
+    adapter = adapter_for(model)
+    x = adapter.embed(model, x, **embed_kwargs)  # (B, N, C), prefix tokens first
+    p = adapter.num_prefix_tokens(model)
     size: Tensor | None = None
     source: Tensor | None = None
     if info.trace_source:
         b, n, _ = x.shape
         source = torch.eye(n, device=x.device, dtype=x.dtype).expand(b, n, n)  # (B, N, N0)
-    has_cls = getattr(model, "cls_token", None) is not None  # timm puts it first among the prefix tokens
-    for index, (block, layer) in enumerate(zip(model.blocks, info.layers)):
-        x, size, source = _block_forward(block, layer, index, x, size, source, p, has_cls)
-    return model.norm(x), TokenState(size, source)
+    has_cls = adapter.has_cls(model)
+    for index, (block, layer) in enumerate(zip(adapter.blocks(model), info.layers)):
+        x, size, source = _block_forward(adapter, block, layer, index, x, size, source, p, has_cls)
+    return adapter.final_norm(model, x), TokenState(size, source)
 
 
 def _block_forward(
-    block: Block,
+    adapter: Adapter,
+    block: nn.Module,
     layer: LayerPlan,
     index: int,
     x: Tensor,
@@ -289,9 +302,11 @@ def _block_forward(
     p: int,
     has_cls: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """One timm Block with token reduction between attention and MLP. x: (B, N, C) -> (B, N - r, C)."""
-    attn_out, tokens = _attention(block.attn, block.norm1(x), size if layer.prop_attn else None, layer.r > 0, x)
-    x = x + block.drop_path1(block.ls1(attn_out))
+    """One pre-norm block with token reduction between attention and MLP. x: (B, N, C) -> (B, N - r, C)."""
+    attn = adapter.attention(block)
+    h = adapter.attn_input(block, x)
+    attn_out, tokens = _attention(attn, h, size if layer.prop_attn else None, layer.r > 0, x, adapter)
+    x = adapter.attn_residual(block, x, attn_out)
     if tokens is not None:
         merge = layer.reducer(tokens.with_context(size, p, index, has_cls), layer.r)
         if size is None and (merge is do_nothing or getattr(merge, "prunes_only", False)):
@@ -300,7 +315,7 @@ def _block_forward(
             x, source = merge(x), None if source is None else merge(source, "amax")
         else:
             x, size, source = merge_tokens(merge, x, size, source)
-    x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    x = adapter.mlp_residual(block, x)
     return x, size, source
 
 
@@ -344,43 +359,28 @@ class _AttentionParts:
 
 
 def _attention(
-    attn: Attention, x: Tensor, size: Tensor | None, reducing: bool, block_input: Tensor | None = None
+    attn: nn.Module,
+    x: Tensor,
+    size: Tensor | None,
+    reducing: bool,
+    block_input: Tensor | None = None,
+    adapter: Adapter | None = None,
 ) -> tuple[Tensor, _AttentionParts | None]:
-    """timm Attention through SDPA, with log(size) added to every key's logit when size is given.
+    """A block's attention through SDPA, with log(size) added to every key's logit when size is given.
 
-    x: (B, N, C) normed tokens; size: (B, N, 1) or None; block_input: the block's tokens before the norm. Returns the attention output (B, N, C) and, when the block reduces,
-    the parts a reducer may use (q, k from the same qkv projection; the metric is derived from k, no second matmul).
+    attn: the block's attention module (its family's adapter says where q/k/v are; timm's by default); x: (B, N, C)
+    normed tokens; size: (B, N, 1) or None; block_input: the block's tokens before the norm. Returns the attention
+    output (B, N, C) and, when the block reduces, the parts a reducer may use (q, k from the same projection; the
+    metric is derived from k, no second matmul).
     """
+    adapter = adapter or ADAPTERS.get("timm")
     b, n, _ = x.shape
-    gate = getattr(attn, "gate", None)
-    gate_values = gate(x).sigmoid() if gate is not None else None
-    qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
-    q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k, v = adapter.qkv(attn, x)  # (B, H, N, D) each
+    scale = adapter.attn_scale(attn)
     bias = None if size is None else size.log()[:, None, None, :, 0].to(q.dtype)  # (B, 1, 1, N)
-    dropout = attn.attn_drop.p if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, H, N, D)
-    out = out.transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim)
-    norm = getattr(attn, "norm", None)  # timm's optional attention-output norm (scale_norm); Identity when off
-    if norm is not None:
-        out = norm(out)
-    if gate_values is not None:
-        out = out * gate_values
-    out = attn.proj_drop(attn.proj(out))
-    scale = getattr(attn, "scale", attn.head_dim**-0.5)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias, dropout_p=adapter.attn_dropout(attn), scale=scale
+    )  # (B, H, N, D)
+    out = adapter.attn_output(attn, out.transpose(1, 2).reshape(b, n, -1), x)  # (B, N, C)
     parts = _AttentionParts(q, k, v, x if block_input is None else block_input, bias, scale) if reducing else None
     return out, parts
-
-
-def _forward_head(model: Any, x: Tensor, size: Tensor | None) -> Tensor:
-    """The classifier head; average pooling weighs each token by its size so merged tokens count fully."""
-    pooling = getattr(model, "global_pool", "token")
-    if size is None or getattr(model, "attn_pool", None) is not None or pooling not in ("avg", "avgmax"):
-        return model.forward_head(x)
-    if not getattr(model, "pool_include_prefix", False):
-        p = num_prefix_tokens(model)
-        x, size = x[:, p:], size[:, p:]
-    pooled = (x * size).sum(dim=1) / size.sum(dim=1)  # (B, C)
-    if pooling == "avgmax":
-        pooled = 0.5 * (x.amax(dim=1) + pooled)
-    return model.head(model.head_drop(model.fc_norm(pooled)))

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from tomebench.cost import count_gflops
 from tomebench.errors import UsageError
 from tomebench.models import LoadedModel
+from tomebench.patch import depth as model_depth
 from tomebench.patch import num_input_tokens, num_prefix_tokens, patch, unpatch
 from tomebench.plots import SPEEDUP_LABEL, monotone, pareto_frontier, speedup_errors, usable
 from tomebench.schedule import full_r, sample_schedules
@@ -29,7 +30,7 @@ def r_for_speedup(loaded: LoadedModel, target: float) -> tuple[int, list[float]]
     """The smallest constant r whose GFLOPs ratio to the unpatched model reaches `target` (the model's full r if
     none does), and the GFLOPs at r = 0 .. full r. A FLOP estimate, counted on one image on the CPU."""
     model = loaded.model
-    top = full_r(num_input_tokens(model), num_prefix_tokens(model), len(model.blocks))
+    top = full_r(num_input_tokens(model), num_prefix_tokens(model), model_depth(model))
     image = torch.zeros((1, *loaded.data_config["input_size"]))
     gflops = []
     try:
@@ -51,7 +52,7 @@ def plan(samples: int, target_speedup: float, seed: int = 0) -> Callable[[Loaded
 
     def configs(loaded: LoadedModel) -> list[Config]:
         model = loaded.model
-        depth, tokens, prefix = len(model.blocks), num_input_tokens(model), num_prefix_tokens(model)
+        depth, tokens, prefix = model_depth(model), num_input_tokens(model), num_prefix_tokens(model)
         r_star, _ = r_for_speedup(loaded, target_speedup)
         top = full_r(tokens, prefix, depth)
         r_values = range(max(1, round(r_star / 2)), min(top, max(1, round(1.5 * r_star))) + 1)

@@ -33,6 +33,7 @@ from tomebench.patch import (
     check_reducer_options,
     check_supported,
     default_prop_attn,
+    depth as model_depth,
     num_input_tokens,
     num_prefix_tokens,
     patch,
@@ -165,7 +166,7 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel, notes: list[str] | None =
     r values that give the same effective per-block schedule on this model (every r above what its tokens allow,
     say) are one configuration: the first is kept, and a line added to `notes` says so."""
     model = loaded.model
-    depth = len(model.blocks)
+    depth = model_depth(model)
     if spec.configs is not None:
         planned = list(spec.configs(loaded) if callable(spec.configs) else spec.configs)
         for cfg in planned:
@@ -196,7 +197,7 @@ def plan_configs(spec: SweepSpec, loaded: LoadedModel, notes: list[str] | None =
 
 def _distinct_r(r_values, schedule: str, loaded: LoadedModel, notes: list[str]) -> list[int]:
     model = loaded.model
-    kept, cap = distinct_r(r_values, schedule, len(model.blocks), num_input_tokens(model), num_prefix_tokens(model))
+    kept, cap = distinct_r(r_values, schedule, model_depth(model), num_input_tokens(model), num_prefix_tokens(model))
     if len(kept) < len(r_values):
         notes.append(f"{len(r_values)} r values asked, {len(kept)} distinct on {loaded.name}: from r={cap} on, every "
                      f"block of the {schedule} schedule removes as many tokens as it can, and r values with the same "
@@ -277,7 +278,7 @@ def resolve_images(spec: SweepSpec, loaded: LoadedModel) -> datasets.ImageList |
         images = datasets.ImageList(images.files, images.labels, images.classes, "digits-test")
     else:
         images = datasets.discover(Path(source), spec.labels)
-    num_classes = int(getattr(loaded.model, "num_classes", 0) or 0)
+    num_classes = loaded.num_classes
     if num_classes == 0:
         raise UsageError(f"{loaded.name} has no classifier head, so it has no accuracy; use --data synthetic")
     if images.classes is not None and len(images.classes) != num_classes:
@@ -666,7 +667,7 @@ def count_accuracy(setup: Setup, sizes: dict[int, int], shard: tuple[int, int] |
     progress.phase(f"accuracy{tag}", len(images.files))
     loaded, device = setup.loaded, setup.device
     loader = datasets.make_loader(images, loaded.data_config, setup.eval_batch_size, _workers(setup.spec.workers),
-                                  pin_memory=device.type == "cuda")
+                                  pin_memory=device.type == "cuda", transform=loaded.transform)
     normalize = datasets.DeviceNormalize(loaded.data_config, device)
     indices = list(sizes)
     prepares = [setup.prepare(i) for i in indices]

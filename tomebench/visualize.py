@@ -7,7 +7,7 @@ tokens leaving the last block are exactly those that left block L.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
-from timm.data import create_transform
 from torch import Tensor
 
+from tomebench.data import eval_transform
 from tomebench.errors import UsageError
 from tomebench.models import create
-from tomebench.patch import forward_with_state, num_input_tokens, num_prefix_tokens, patch, unpatch
+from tomebench.patch import depth as model_depth
+from tomebench.patch import forward_with_state, grid_size, num_input_tokens, num_prefix_tokens, patch, unpatch
 from tomebench.schedule import full_r
 
 DROPPED = -1
@@ -40,13 +41,10 @@ class Groups:
         return int(len(np.unique(self.ids[self.ids != DROPPED])))
 
 
-def load_image(path: Path, data_config: dict) -> np.ndarray:
-    """The image as the model sees it, before normalisation: uint8 (3, H, W) through timm's eval transform."""
-    transform = create_transform(
-        **{k: data_config[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode") if k in data_config},
-        is_training=False,
-        use_prefetcher=True,
-    )
+def load_image(path: Path, data_config: dict, transform: Callable | None = None) -> np.ndarray:
+    """The image as the model sees it, before normalisation: uint8 (3, H, W) through the model's eval transform
+    (its family's own, or timm's from data_config)."""
+    transform = transform or eval_transform(data_config)
     try:
         with Image.open(path) as img:
             return np.ascontiguousarray(transform(img.convert("RGB")))
@@ -82,11 +80,11 @@ def merge_groups(
     model, pixels: np.ndarray, data_config: dict, reducer: str, r: int, layers: Sequence[int], **options
 ) -> list[Groups]:
     """Run the model on one image with the schedule cut after each of `layers` (1-based block counts)."""
-    depth = len(model.blocks)
+    depth = model_depth(model)
     bad = [layer for layer in layers if not 1 <= layer <= depth]
     if bad:
         raise UsageError(f"--layers {bad[0]} is outside 1..{depth}, the model's blocks")
-    grid = tuple(model.patch_embed.grid_size)
+    grid = grid_size(model)
     x = to_input(pixels, data_config)
     p = num_prefix_tokens(model)
     result = []
@@ -167,11 +165,11 @@ def draw(
     alpha: the opacity of the group colours over the image."""
     loaded = create(model_name, pretrained=pretrained, checkpoint=checkpoint)
     model = loaded.model
-    depth = len(model.blocks)
+    depth = model_depth(model)
     r = full_r(num_input_tokens(model), num_prefix_tokens(model), depth) if r is None else r
     shown = []
     for path in paths:
-        pixels = load_image(Path(path), loaded.data_config)
+        pixels = load_image(Path(path), loaded.data_config, loaded.transform)
         groups = merge_groups(model, pixels, loaded.data_config, reducer, r, layers or [depth], **options)
         shown.append((Path(path).name, pixels, groups))
     return figure(shown, f"{loaded.name} · {reducer} r={r}", alpha)

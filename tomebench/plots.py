@@ -241,7 +241,7 @@ def batch_sizes(frame: pd.DataFrame) -> list[int]:
 
 def speedup_vs_batch(frame: pd.DataFrame) -> Figure:
     """Speedup over the unpatched model at the same batch size, against the batch size (log axis): one line per
-    reducer variant and r, the unpatched model's 1.0 marked. Where ToMe starts to pay."""
+    reducer variant and r with p10-p90 bars, the unpatched model's 1.0 marked. Where ToMe starts to pay."""
     frame = usable(frame).dropna(subset=["speedup"])
     if len(batch_sizes(frame)) < 2:
         raise ValueError("speedup vs batch size needs rows at two batch sizes or more")
@@ -251,12 +251,15 @@ def speedup_vs_batch(frame: pd.DataFrame) -> Figure:
     patched = frame[frame["reducer"] != BASELINE]
     for (name, r), rows in patched.groupby([variant(patched), "r"], sort=False):
         rows = rows.sort_values("infer_batch_size")
-        ax.plot(rows["infer_batch_size"], rows["speedup"], marker="o", label=f"{name} r={r}")
+        # The bars show how far the paired rounds spread: at small batches on a busy machine they can dwarf the
+        # differences between batch sizes, and a bare line would hide that.
+        ax.errorbar(rows["infer_batch_size"], rows["speedup"], yerr=speedup_errors(rows), marker="o", capsize=2,
+                    label=f"{name} r={r}")
     sizes = batch_sizes(frame)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("batch size (images)")
-    ax.set_ylabel("speedup over unpatched, same batch size (x)")
+    ax.set_ylabel("speedup over unpatched, same batch size\n(x; bars: p10-p90 of paired rounds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     first = frame.iloc[0]

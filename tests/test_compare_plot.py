@@ -143,6 +143,27 @@ def test_plot_skips_accuracy_figures_for_a_throughput_only_csv(tmp_path):
     assert "skipped speed-accuracy" in result.output and "skipped top1-vs-r" in result.output
 
 
+def test_plot_of_several_batch_sizes_draws_one_point_per_configuration_and_the_batch_figure(tmp_path):
+    # The same rows timed at batch 8 (the golden's) and at 64, where every speedup is 1.5 times as large.
+    frame = pd.read_csv(GOLDEN, dtype=str, keep_default_na=False)
+    larger = frame.copy()
+    larger["infer_batch_size"] = "64"
+    for column in ("speedup", "speedup_p10", "speedup_p90"):
+        larger[column] = [f"{float(v) * 1.5:g}" if v else v for v in larger[column]]
+    source = tmp_path / "batches.csv"
+    pd.concat([frame, larger]).to_csv(source, index=False)
+    result = invoke("plot", str(source), "-o", str(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    assert {f"b-{kind}.png" for kind in (*PLOT_KINDS, "speedup-vs-batch")} <= files(tmp_path)
+    figures = cli._figures()
+    by_r = figures["speedup-vs-r"](read_csv(source)).axes[0]
+    tome = by_r.containers[0]
+    assert list(tome.lines[0].get_xdata()) == [4, 8]  # one point per r, not one per r and batch size
+    assert "batch 64" in by_r.get_title()
+    at_8 = figures["speedup-vs-r"](read_csv(GOLDEN)).axes[0].containers[0].lines[0].get_ydata()
+    assert list(tome.lines[0].get_ydata()) == pytest.approx([1.5 * v for v in at_8])
+
+
 def test_plot_defaults_to_the_csv_stem(tmp_path):
     copy = tmp_path / "run.csv"
     copy.write_bytes(GOLDEN.read_bytes())
@@ -286,6 +307,20 @@ def test_golden_csv_figures_have_a_curve_per_reducer():
     assert list(tome.lines[0].get_xdata()) == [4, 8]
     segment = tome.lines[2][0].get_segments()[0]
     assert [round(v, 4) for v in (segment[0][1], segment[1][1])] == [1.4551, 1.5451]
+
+
+def test_every_axis_label_fits_inside_its_figure():
+    # A label wider than the figure is cut off at the edge of the PNG, which a reader cannot undo.
+    frame = read_csv(GOLDEN)
+    figures = [plots.metric_vs_r(frame, "speedup", plots.SPEEDUP_LABEL), plots.speed_accuracy(frame),
+               plots.metric_vs_r(frame, "infer_gflops", "GFLOPs per image")]
+    for fig in figures:
+        fig.draw_without_rendering()  # runs the constrained layout, as saving does
+        box = fig.bbox
+        for label in (fig.axes[0].xaxis.label, fig.axes[0].yaxis.label, fig.axes[0].title):
+            extent = label.get_window_extent()
+            assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, (
+                label.get_text())
 
 
 # ---------------------------------------------------------------- reducers listing

@@ -203,9 +203,7 @@ def _run(spec: SweepSpec, out: Path, resume: bool = False, figure=None, executor
     try:
         remove_stale_temp_files([stem.with_suffix(".png"), stem.with_suffix(".svg"), by_batch.with_suffix(".png"),
                                  by_batch.with_suffix(".svg")])
-        # Raw images/s and their spread depend on the batch size: the main figure shows the largest one.
-        main = frame if len(sizes) < 2 else frame[frame["infer_batch_size"] == sizes[-1]]
-        for path in plots.save(figure(main), stem):
+        for path in plots.save(figure(plots.at_largest_batch(frame)), stem):
             console.print(f"wrote {path}")
         if len(sizes) > 1:
             for path in plots.save(plots.speedup_vs_batch(frame), by_batch):
@@ -715,11 +713,13 @@ def _figures():
     """What `plot` draws: name -> figure builder (a function, so matplotlib is imported only when drawing)."""
     from tomebench import plots
 
+    one = plots.at_largest_batch  # one point per configuration: a CSV with several batch sizes shows the largest
     return {
-        "speed-accuracy": plots.speed_accuracy,
-        "top1-vs-r": lambda frame: plots.metric_vs_r(frame, "top1", "top-1 accuracy (%)"),
-        "speedup-vs-r": lambda frame: plots.metric_vs_r(frame, "speedup", plots.SPEEDUP_LABEL),
-        "gflops-vs-r": lambda frame: plots.metric_vs_r(frame, "infer_gflops", "GFLOPs per image"),
+        "speed-accuracy": lambda frame: plots.speed_accuracy(one(frame)),
+        "top1-vs-r": lambda frame: plots.metric_vs_r(one(frame), "top1", "top-1 accuracy (%)"),
+        "speedup-vs-r": lambda frame: plots.metric_vs_r(one(frame), "speedup", plots.SPEEDUP_LABEL),
+        "gflops-vs-r": lambda frame: plots.metric_vs_r(one(frame), "infer_gflops", "GFLOPs per image"),
+        "speedup-vs-batch": plots.speedup_vs_batch,
     }
 
 
@@ -731,7 +731,8 @@ def plot(
                                      help="File name stem; default: the CSV's path without .csv")
     ] = None,
 ) -> None:
-    """Redraw the figures of a CSV: speed vs accuracy, top-1 vs r, speedup vs r, GFLOPs vs r (PNG and SVG)."""
+    """Redraw the figures of a CSV: speed vs accuracy, top-1 vs r, speedup vs r, GFLOPs vs r (at the largest batch
+    size when the CSV has several) and speedup vs batch size (when it has several); PNG and SVG."""
     from tomebench import plots
 
     try:

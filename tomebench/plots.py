@@ -210,7 +210,8 @@ def metric_vs_r(frame: pd.DataFrame, column: str, label: str) -> Figure:
     if not base.empty:
         ax.axhline(float(base[column].iloc[0]), color="black", linestyle=":", linewidth=1, label="unpatched")
     ax.set_xlabel("r (tokens removed per block)")
-    ax.set_ylabel(label)
+    # The speedup label with its bar legend is wider than the figure is tall: its parenthesis goes on a second line.
+    ax.set_ylabel(label.replace(" (", "\n(", 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(_title(frame, f"{label.split(' (')[0]} vs r"))
@@ -237,6 +238,14 @@ def save(fig: Figure, stem: Path) -> list[Path]:
 def batch_sizes(frame: pd.DataFrame) -> list[int]:
     """The batch sizes a CSV's measured rows were timed at, smallest first."""
     return sorted(int(b) for b in usable(frame)["infer_batch_size"].dropna().unique())
+
+
+def at_largest_batch(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the largest batch size when a CSV has several, else all rows. Figures against r (or speed
+    against accuracy) draw one point per configuration; a CSV with several batch sizes has one per size, and
+    images/s and speedup depend on the size, so those figures show one size (their title names it)."""
+    sizes = batch_sizes(frame)
+    return frame if len(sizes) < 2 else frame[frame["infer_batch_size"] == sizes[-1]]
 
 
 def speedup_vs_batch(frame: pd.DataFrame) -> Figure:

@@ -30,8 +30,8 @@ import torch
 import torch._inductor.config
 
 import tomebench
-from tomebench.compiled import compile_module, limits, shared_copy
-from tomebench.timing import Candidate, TimingPlan, time_interleaved
+from tomebench.measure.compiled import compile_module, limits, shared_copy
+from tomebench.measure.timing import Candidate, TimingPlan, time_interleaved
 
 R_VALUES = (0, 8, 16)  # 0: the unpatched model
 

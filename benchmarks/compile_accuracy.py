@@ -14,11 +14,12 @@ import argparse
 
 import torch
 
-from tomebench.compiled import compile_module, limits, shared_copy
 from tomebench.data import DeviceNormalize, make_loader
+from tomebench.engine.images import resolve_images
+from tomebench.engine.spec import RunSpec
+from tomebench.measure.compiled import compile_module, limits, shared_copy
 from tomebench.models import create
 from tomebench.patch import patch, unpatch
-from tomebench.sweep import SweepSpec, resolve_images
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--mode", default="default")
     args = parser.parse_args()
     loaded = create("demo")
-    images = resolve_images(SweepSpec(), loaded)
+    images = resolve_images(RunSpec(), loaded)
     normalize = DeviceNormalize(loaded.data_config, torch.device("cpu"))
     loader = make_loader(images, loaded.data_config, batch_size=len(images.files), workers=0, pin_memory=False)
     batch, labels, _ = next(iter(loader))

@@ -20,9 +20,10 @@ from pathlib import Path
 import timm
 import torch
 
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
 from tomebench.reducers import REDUCERS
-from tomebench.results import write_csv
-from tomebench.sweep import SweepSpec, run_sweep
+from tomebench.results.csv import write_csv
 
 OUT = Path("results/gpu")
 
@@ -57,7 +58,7 @@ def main() -> int:
     reducers = tuple(entry.name for entry in REDUCERS if entry.name != "none")
     OUT.mkdir(parents=True, exist_ok=True)
     for dtype in ("fp16", "bf16"):
-        spec = SweepSpec(model="vit_base_patch16_224", reducers=reducers, r=(0, 8, 13, 16), batch_size=256,
+        spec = RunSpec(model="vit_base_patch16_224", reducers=reducers, r=(0, 8, 13, 16), batch_sizes=256,
                          device="cuda", dtype=dtype, data="synthetic", pretrained=False, repeats=10)
         rows = run_sweep(spec)
         path = write_csv(rows, OUT / f"vit_b-{dtype}.csv")
@@ -74,7 +75,7 @@ def main() -> int:
         "reduce-overhead-b1-b8": dict(batch_size=(1, 8), compile="reduce-overhead", latency=True),
     }
     for name, options in compiled_runs.items():
-        spec = SweepSpec(model="vit_base_patch16_224", reducers=("tome",), r=(0, 16), device="cuda", dtype="fp16",
+        spec = RunSpec(model="vit_base_patch16_224", reducers=("tome",), r=(0, 16), device="cuda", dtype="fp16",
                          data="synthetic", pretrained=False, repeats=10, **options)
         rows = run_sweep(spec)
         path = write_csv(rows, OUT / f"vit_b-compiled-{name}.csv")

@@ -20,15 +20,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-import torch
-
 from tomebench import data as datasets
+from tomebench.engine.images import resolve_images
+from tomebench.engine.spec import RunSpec
 from tomebench.evaluate import evaluate_in_one_pass
+from tomebench.measure.device import autocast_for
 from tomebench.models import create
 from tomebench.patch import patch, unpatch
-from tomebench.sweep import SweepSpec, autocast_for, resolve_images
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
         if args.generate:
             args.data, labels = str(Path(tmp) / "jpegs"), Path(tmp) / "labels.txt"
             write_noise_jpegs(Path(args.data), labels, args.generate, loaded.model.num_classes)
-        images = resolve_images(SweepSpec(model=args.model, data=args.data, labels=labels), loaded)
+        images = resolve_images(RunSpec(model=args.model, data=args.data, labels=labels), loaded)
         compare(args, loaded, model, images)
 
 

@@ -13,8 +13,9 @@ import argparse
 import statistics
 import time
 
-from tomebench.distributed import RayExecutor, import_ray
-from tomebench.sweep import SweepSpec, run_sweep
+from tomebench.engine.ray import RayExecutor, import_ray
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
 
 ACCURACY = ("reducer", "r", "top1", "top5", "n_images")
 
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     args = parser.parse_args()
     ray = import_ray()
-    spec = SweepSpec(model="demo", group_size=args.group_size)
+    spec = RunSpec(model="demo", group_size=args.group_size)
     start = time.perf_counter()
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     print(f"ray.init: {time.perf_counter() - start:.1f} s")

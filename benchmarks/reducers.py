@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
 from tomebench.reducers import REDUCERS
-from tomebench.results import write_csv
-from tomebench.sweep import SweepSpec, run_sweep
+from tomebench.results.csv import write_csv
 
 TARGET_TOME_VS_PRUNE = 0.93
 
@@ -27,11 +28,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/bench-reducers.csv"))
     args = parser.parse_args()
     reducers = tuple(entry.name for entry in REDUCERS if entry.name != "none")
-    spec = SweepSpec(
+    spec = RunSpec(
         model=args.model,
         reducers=reducers,
         r=(args.r,),
-        batch_size=args.batch_size,
+        batch_sizes=args.batch_size,
         device="cpu",
         dtype="fp32",
         data="synthetic",

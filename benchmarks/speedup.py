@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tomebench.results import write_csv
-from tomebench.sweep import SweepSpec, run_sweep
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
+from tomebench.results.csv import write_csv
 
 TARGETS = {16: 1.9, 0: 0.98}
 
@@ -27,11 +28,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", type=Path, default=Path("results/bench-speedup.csv"))
     args = parser.parse_args()
-    spec = SweepSpec(
+    spec = RunSpec(
         model=args.model,
         reducers=("tome",),
         r=tuple(int(v) for v in args.r.split(",")),
-        batch_size=args.batch_size,
+        batch_sizes=args.batch_size,
         device="cpu",
         dtype="fp32",
         data="synthetic",

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import Config, RunSpec
 from tomebench.reducers import merge_tokens
 from tomebench.reducers.tome import bipartite_soft_matching
-from tomebench.results import write_csv
-from tomebench.sweep import Config, SweepSpec, run_sweep
+from tomebench.results.csv import write_csv
 
 CASES = (("vit_base_patch16_224", 16), ("demo", 8))
 
@@ -52,7 +53,7 @@ def main() -> None:
             Config("tome", r),
             Config("tome", r, options=(("partition", "alternating-patches"),)),
         )
-        spec = SweepSpec(model=model, batch_size=args.batch_size, device="cpu", dtype="fp32", data="synthetic",
+        spec = RunSpec(model=model, batch_sizes=args.batch_size, device="cpu", dtype="fp32", data="synthetic",
                          pretrained=model == "demo", repeats=args.repeats, configs=configs, group_size=0)
         runs.append(run_sweep(spec))
     rows = [row for run in runs for row in run]

@@ -16,16 +16,27 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import tomebench
-from tomebench import ablate, cli
-from tomebench import schedule_search as search
+from tomebench import cli
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
 from tomebench.errors import UsageError
-from tomebench.journal import Journal
-from tomebench.patch import forward_with_state
+from tomebench.patch import check_reducer_options, forward_with_state
 from tomebench.reducers import REDUCERS, LayerTokens, merge_tokens
-from tomebench.reducers.tome import bipartite_soft_matching, partition_indices, similarity
-from tomebench.results import read_csv
-from tomebench.schedule import effective_schedule, layer_schedule, parse_schedule, sample_schedules
-from tomebench.sweep import SweepSpec, check_reducer_options, run_sweep
+from tomebench.reducers.tome import (
+    bipartite_soft_matching,
+    partition_indices,
+    similarity,
+)
+from tomebench.results.csv import read_csv
+from tomebench.results.journal import Journal
+from tomebench.schedule import (
+    effective_schedule,
+    layer_schedule,
+    parse_schedule,
+    sample_schedules,
+)
+from tomebench.studies import ablate
+from tomebench.studies import schedules as search
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -182,8 +193,8 @@ def test_exact_inflection_schedules_keep_the_budget_and_their_shape(depth, r):
 def test_bad_schedules_are_refused(text):
     with pytest.raises(UsageError, match="bad schedule"):
         parse_schedule(text)
-    assert parse_schedule("inflection:0.50") == "inflection:0.5" and parse_schedule("increasing") == "increasing"
-    assert parse_schedule("inflection-exact:-0.50") == "inflection-exact:-0.5"
+    assert parse_schedule("inflection:0.50").label == "inflection:0.5" and parse_schedule("increasing").label == "increasing"
+    assert parse_schedule("inflection-exact:-0.50").label == "inflection-exact:-0.5"
 
 
 @SETTINGS
@@ -211,7 +222,7 @@ def test_sampled_totals_span_the_range_when_nothing_clamps():
 
 # ---------------------------------------------------------------- ablate and schedules through the engine
 
-TINY = SweepSpec(model="test_vit", pretrained=False, batch_size=2, repeats=1, device="cpu", data="synthetic")
+TINY = RunSpec(model="test_vit", pretrained=False, batch_sizes=2, repeats=1, device="cpu", data="synthetic")
 
 
 def test_ablation_plan_varies_one_factor_at_a_time_and_rows_record_it(tmp_path):

@@ -21,11 +21,13 @@ from timm.data import resolve_data_config
 from torchvision import transforms
 
 from tomebench.data import DeviceNormalize, ImageFiles, discover, make_loader
+from tomebench.engine.images import resolve_images
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
 from tomebench.errors import TomebenchError, UsageError
 from tomebench.evaluate import count_correct, evaluate_in_one_pass
 from tomebench.models import LoadedModel, create
 from tomebench.patch import patch, unpatch
-from tomebench.sweep import SweepSpec, resolve_images, run_sweep
 
 CPU = torch.device("cpu")
 RED, GREEN, BLUE = 0, 1, 2
@@ -348,7 +350,7 @@ def test_run_sweep_reports_accuracy_of_a_labelled_flat_folder(tmp_path, colour_c
     labels = tmp_path / "labels.csv"
     labels.write_text("file,class\n" + "".join(f"{name},{label}\n" for name, _, label in reversed(plan)))
 
-    spec = SweepSpec(
+    spec = RunSpec(
         model="test_vit",
         checkpoint=colour_checkpoint,
         data=str(flat),
@@ -356,7 +358,7 @@ def test_run_sweep_reports_accuracy_of_a_labelled_flat_folder(tmp_path, colour_c
         reducers=("tome",),
         r=(4,),
         repeats=2,
-        batch_size=4,
+        batch_sizes=4,
         workers=0,
         device="cpu",
     )
@@ -378,14 +380,14 @@ def test_run_sweep_with_no_readable_image_is_an_error(tmp_path):
     corrupt(flat / "a.jpg", "garbage")
     corrupt(flat / "b.png", "truncated")
     (tmp_path / "labels.txt").write_text("1\n2\n")
-    spec = SweepSpec(
+    spec = RunSpec(
         model="test_vit",
         pretrained=False,
         data=str(flat),
         labels=tmp_path / "labels.txt",
         reducers=("none",),
         repeats=1,
-        batch_size=2,
+        batch_sizes=2,
         workers=0,
         device="cpu",
     )
@@ -398,7 +400,7 @@ def test_class_count_mismatch_stops_run_sweep_before_measuring(tmp_path):
     root = tmp_path / "three"
     for c in range(3):
         colour_image(root / f"c{c}" / "x.png", c, c)
-    spec = SweepSpec(model="test_vit", pretrained=False, data=str(root), repeats=1, workers=0, device="cpu")
+    spec = RunSpec(model="test_vit", pretrained=False, data=str(root), repeats=1, workers=0, device="cpu")
     with pytest.raises(UsageError) as excinfo:
         run_sweep(spec)
     one_line_usage_error(excinfo, "has 3 class folders", "test_vit predicts 1000 classes")
@@ -416,10 +418,10 @@ def test_resolve_images_checks_labels_against_the_classifier(tmp_path, tiny_load
     (tmp_path / "ok.txt").write_text("0\n999\n5\n")
     (tmp_path / "big.txt").write_text("0\n1000\n5\n")
 
-    ok = resolve_images(SweepSpec(data=str(flat), labels=tmp_path / "ok.txt"), tiny_loaded)
+    ok = resolve_images(RunSpec(data=str(flat), labels=tmp_path / "ok.txt"), tiny_loaded)
     assert ok.labels == (0, 999, 5)
     with pytest.raises(UsageError) as excinfo:
-        resolve_images(SweepSpec(data=str(flat), labels=tmp_path / "big.txt"), tiny_loaded)
+        resolve_images(RunSpec(data=str(flat), labels=tmp_path / "big.txt"), tiny_loaded)
     one_line_usage_error(excinfo, "uses class 1000", "predicts 1000")
 
 
@@ -436,14 +438,14 @@ def test_resolve_images_errors_for_bad_folders_and_headless_models(tmp_path, tin
     ]
     for data, fragment in cases:
         with pytest.raises(UsageError) as excinfo:
-            resolve_images(SweepSpec(data=str(data)), tiny_loaded)
+            resolve_images(RunSpec(data=str(data)), tiny_loaded)
         one_line_usage_error(excinfo, fragment)
 
     headless_model = timm.create_model("test_vit", num_classes=0).eval()
     headless = LoadedModel("test_vit", headless_model, tiny_loaded.data_config, False)
     (tmp_path / "labels.txt").write_text("0\n")
     with pytest.raises(UsageError) as excinfo:
-        resolve_images(SweepSpec(data=str(flat), labels=tmp_path / "labels.txt"), headless)
+        resolve_images(RunSpec(data=str(flat), labels=tmp_path / "labels.txt"), headless)
     one_line_usage_error(excinfo, "no classifier head", "--data synthetic")
 
 
@@ -455,8 +457,8 @@ def test_resolve_images_applies_a_balanced_limit(tmp_path):
         for i in range(n):
             colour_image(root / f"c{c}" / f"{i}.png", c, 10 * c + i, (20, 20))
 
-    subset = resolve_images(SweepSpec(data=str(root), limit=5), loaded)
-    full = resolve_images(SweepSpec(data=str(root)), loaded)
+    subset = resolve_images(RunSpec(data=str(root), limit=5), loaded)
+    full = resolve_images(RunSpec(data=str(root)), loaded)
 
     assert subset.labels == (0, 0, 1, 1, 2)
     assert [f.name for f in subset.files] == ["0.png", "1.png", "0.png", "1.png", "0.png"]

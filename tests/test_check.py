@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tomebench import cli
-from tomebench.check import IDENTITY, Finding, Tolerances, check, label
 from tomebench.errors import UsageError
-from tomebench.results import COLUMNS, Row, read_csv, write_csv
+from tomebench.report.gate import IDENTITY, Finding, Tolerances, check, label
+from tomebench.results.csv import read_csv, write_csv
+from tomebench.results.row import COLUMNS, Row
 
 runner = CliRunner()
 MODEL = "vit_t"

@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from tomebench import cli
-from tomebench.results import COLUMNS
+from tomebench.cli import run as cli_run
+from tomebench.results.row import COLUMNS
 
 runner = CliRunner()
 TINY = ["--model", "test_vit", "--no-pretrained", "--repeats", "2", "--batch-size", "2"]
@@ -98,12 +99,12 @@ def test_spec_reaching_the_engine(monkeypatch, tmp_path):
         seen["spec"], seen["out"] = spec, out
         return []
 
-    monkeypatch.setattr(cli, "_run", fake_run)
+    monkeypatch.setattr(cli_run, "run", fake_run)
     result = invoke("sweep", "--model", "vit_b", "--r", "0..24:8", "--schedule", "decreasing", "--no-prop-attn",
                     "--dtype", "bf16", "--limit", "50")
     assert result.exit_code == 0, result.output
     spec = seen["spec"]
-    assert (spec.model, spec.r, spec.schedule, spec.prop_attn, spec.dtype, spec.limit) == (
+    assert (spec.model, spec.r, spec.schedule.label, spec.prop_attn, spec.dtype, spec.limit) == (
         "vit_b", (0, 8, 16, 24), "decreasing", False, "bf16", 50)
     assert spec.pretrained is True and spec.data is None and spec.device == "auto"
     assert str(seen["out"]) == "results/sweep-vit_b.csv"
@@ -197,15 +198,16 @@ def test_top_level_command_list_is_whole_sentences():
 
 
 def test_help_states_the_engine_defaults():
-    from tomebench import sweep
-    from tomebench.timing import NOISY_SPREAD, TimingPlan
+    from tomebench.engine.accuracy import workers
+    from tomebench.engine.spec import RunSpec
+    from tomebench.measure.timing import NOISY_SPREAD, TimingPlan
 
     text = " ".join(help_text("sweep").split())
     cuda = TimingPlan.for_device(torch.device("cuda")).repeats
     assert f"Default: {TimingPlan().repeats} on CPU, {cuda} on CUDA" in text
     assert f"spread above {NOISY_SPREAD:.0%} of its median" in text
-    assert f"[default: {sweep.SweepSpec().max_retime}]" in text
-    assert sweep._workers(None) == min(4, __import__("os").cpu_count() or 1) and "at most 4" in text
+    assert f"[default: {RunSpec().max_retime}]" in text
+    assert workers(None) == min(4, __import__("os").cpu_count() or 1) and "at most 4" in text
 
 
 def test_version():
@@ -231,23 +233,22 @@ def test_help_models_and_version_import_neither_torch_nor_timm_nor_matplotlib():
 
 
 def test_patch_stays_the_function_when_the_submodule_is_imported():
-    code = ("import tomebench, tomebench.patch, tomebench.sweep\n"
+    code = ("import tomebench, tomebench.patch, tomebench.engine.run\n"
             "print(tomebench.patch.__module__, callable(tomebench.patch), type(tomebench.patch).__name__)")
     assert _fresh_python(code) == "tomebench.patch True function"
 
 
 def test_reducers_list_options_with_defaults_and_choices_from_signatures():
-    from tomebench.reducer_options import options_of
     from tomebench.reducers import REDUCERS
 
     result = invoke("reducers")
     assert result.exit_code == 0, result.output
     for entry in REDUCERS:
-        for option in options_of(entry.obj):
+        for option in entry.obj.options:
             assert option.describe() in result.output, option
-    tome = {o.name: o for o in options_of(REDUCERS.get("tome"))}
+    tome = {o.name: o for o in REDUCERS.get("tome").options}
     assert tome["distance"].describe() == "distance=cosine (cosine|dot|euclidean)"
-    assert "iters=5 (int)" in result.output
+    assert "iters=5 (int, 0..100)" in result.output
 
 
 # ---------------------------------------------------------------- friendlier errors (issue 15)

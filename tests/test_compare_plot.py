@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tomebench import cli, plots
-from tomebench.results import read_csv
+from tomebench import cli
+from tomebench.cli import run as cli_run
+from tomebench.engine.spec import ReducerChoice
+from tomebench.report import plots
+from tomebench.results.csv import read_csv
 
 runner = CliRunner()
 TINY = ["--no-pretrained", "--repeats", "2", "--batch-size", "2"]
@@ -75,13 +78,13 @@ def test_reducer_options_reach_the_engine(monkeypatch, tmp_path):
         seen["spec"], seen["out"] = spec, out
         return []
 
-    monkeypatch.setattr(cli, "_run", fake_run)
+    monkeypatch.setattr(cli_run, "run", fake_run)
     result = invoke("compare", "--model", "test_vit", "--reducers", "tome, prune,k-means", "--r", "0,4",
                     "--opt", "kmeans.iters=1", "--opt", "random-prune.seed=7", "--out", str(tmp_path / "c.csv"))
     assert result.exit_code == 0, result.output
     spec = seen["spec"]
-    assert spec.reducers == ("tome", "prune", "k-means") and spec.r == (0, 4)
-    assert spec.reducer_options == {"kmeans": {"iters": 1}, "prune": {"seed": 7}}
+    assert spec.reducers == (ReducerChoice("tome"), ReducerChoice("prune", (("seed", 7),)),
+                             ReducerChoice("kmeans", (("iters", 1),))) and spec.r == (0, 4)
     assert seen["out"] == tmp_path / "c.csv"
 
 
@@ -155,7 +158,7 @@ def test_plot_of_several_batch_sizes_draws_one_point_per_configuration_and_the_b
     result = invoke("plot", str(source), "-o", str(tmp_path / "b"))
     assert result.exit_code == 0, result.output
     assert {f"b-{kind}.png" for kind in (*PLOT_KINDS, "speedup-vs-batch")} <= files(tmp_path)
-    figures = cli._figures()
+    figures = plots.figures()
     by_r = figures["speedup-vs-r"](read_csv(source)).axes[0]
     tome = by_r.containers[0]
     assert list(tome.lines[0].get_xdata()) == [4, 8]  # one point per r, not one per r and batch size

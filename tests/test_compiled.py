@@ -13,15 +13,19 @@ import torch
 from typer.testing import CliRunner
 
 import tomebench
-from tomebench import cli, compiled, plots
-from tomebench import sweep as engine
-from tomebench.check import check
+from tomebench import cli
+from tomebench.cli.parse import batch_sizes as parse_batch_sizes
+from tomebench.engine import accuracy as engine
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
 from tomebench.errors import UsageError
-from tomebench.journal import Journal
+from tomebench.measure import compiled
+from tomebench.measure.timing import LATENCY_CALLS, latency_plan
 from tomebench.patch import patch_info
-from tomebench.results import read_csv, write_csv
-from tomebench.sweep import SweepSpec, parse_batch_sizes, run_sweep
-from tomebench.timing import LATENCY_CALLS
+from tomebench.report import plots
+from tomebench.report.gate import check
+from tomebench.results.csv import read_csv, write_csv
+from tomebench.results.journal import Journal
 
 runner = CliRunner()
 
@@ -75,8 +79,8 @@ def _fake_compile(failing_r: int):
 
 def test_a_failed_compile_is_that_rows_error_and_the_rest_is_measured(monkeypatch):
     monkeypatch.setattr(compiled, "compile_module", _fake_compile(2))
-    spec = SweepSpec(model="test_vit", pretrained=False, r=(2, 4), compile="default", data="synthetic", repeats=2,
-                     batch_size=2, max_retime=0)
+    spec = RunSpec(model="test_vit", pretrained=False, r=(2, 4), compile="default", data="synthetic", repeats=2,
+                     batch_sizes=2, max_retime=0)
     rows = run_sweep(spec)
     by_r = {(row.reducer, row.r): row for row in rows}
     assert by_r[("tome", 2)].error.startswith("compile failed: RuntimeError: InductorError")
@@ -93,7 +97,7 @@ def test_batch_axis_pairs_speedup_by_batch_and_evaluates_each_configuration_once
         return real(model, prepares, *args, **kwargs)
 
     monkeypatch.setattr(engine, "evaluate_in_one_pass", counting)
-    spec = SweepSpec(r=(4,), batch_size=(1, 8), limit=20, repeats=2, latency=True, max_retime=0)
+    spec = RunSpec(r=(4,), batch_sizes=(1, 8), limit=20, repeats=2, latency=True, max_retime=0)
     out = tmp_path / "b.csv"
     rows = run_sweep(spec, sink=Journal(out))
     assert [(row.reducer, row.infer_batch_size) for row in rows] == [("none", 1), ("none", 8), ("tome", 1),
@@ -117,7 +121,7 @@ def test_batch_axis_pairs_speedup_by_batch_and_evaluates_each_configuration_once
 
 
 def test_latency_plan_times_single_calls(monkeypatch):
-    plan = engine.latency_plan(torch.device("cpu"))
+    plan = latency_plan(torch.device("cpu"))
     assert plan.repeats >= LATENCY_CALLS == 100 and plan.min_repeat_s == 0
 
 
@@ -125,7 +129,7 @@ def test_latency_plan_times_single_calls(monkeypatch):
                                                ("1..1000", "at most 64"), ("8..1", "bad --batch-size")])
 def test_bad_batch_sizes(text, message):
     with pytest.raises(UsageError, match=message):
-        engine.requested_batch_sizes(parse_batch_sizes(text), torch.device("cpu"))
+        RunSpec(batch_sizes=parse_batch_sizes(text))
 
 
 def test_bad_compile_mode_exits_2(tmp_path):

@@ -5,18 +5,21 @@ from __future__ import annotations
 import csv
 import inspect
 import json
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
 from tomebench import cli
+from tomebench.cli import run as cli_run
 from tomebench.config import load
+from tomebench.engine.spec import ReducerChoice
 from tomebench.errors import UsageError
-from tomebench.paper import paper_rows
-from tomebench.results import Row, write_csv
+from tomebench.results.csv import write_csv
+from tomebench.results.row import Row
+from tomebench.studies.paper import paper_rows
 
 runner = CliRunner()
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -54,7 +57,7 @@ def engine(monkeypatch):
         seen["spec"], seen["out"] = spec, out
         return []
 
-    monkeypatch.setattr(cli, "_run", fake_run)
+    monkeypatch.setattr(cli_run, "run", fake_run)
     return seen
 
 
@@ -216,11 +219,11 @@ def test_compare_config_reaches_the_engine(engine):
     assert result.exit_code == 0, result.output
     spec = engine["spec"]
     assert spec.model == "demo"
-    assert spec.reducers == ("tome", "prune", "attn-prune", "kmeans")
+    assert spec.reducers == (ReducerChoice.of("tome"), ReducerChoice.of("prune", {"seed": 0}),
+                             ReducerChoice.of("attn-prune"), ReducerChoice.of("kmeans", {"iters": 5}))
     assert spec.r == tuple(range(9))
-    assert (spec.batch_size, spec.device, spec.dtype, spec.data) == (128, "cpu", "fp32", "demo")
-    assert spec.reducer_options == {"kmeans": {"iters": 5}, "prune": {"seed": 0}}
-    assert spec.model_kwargs == {} and spec.limit is None and spec.pretrained is True
+    assert (spec.batch_sizes, spec.device, spec.dtype, spec.data) == ((128,), "cpu", "fp32", "demo")
+    assert spec.model_args == {} and spec.limit is None and spec.pretrained is True
     assert str(engine["out"]) == "results/compare-demo.csv"
 
 
@@ -229,7 +232,7 @@ def test_flags_the_config_does_not_set_are_kept(engine):
     assert result.exit_code == 0, result.output
     spec = engine["spec"]
     assert (spec.limit, spec.repeats, spec.pretrained) == (50, 3, False)
-    assert (spec.batch_size, spec.r) == (128, tuple(range(9)))
+    assert (spec.batch_sizes, spec.r) == ((128,), tuple(range(9)))
 
 
 def test_command_line_flags_override_the_config(engine):
@@ -237,7 +240,7 @@ def test_command_line_flags_override_the_config(engine):
     from_config, out = engine["spec"], engine["out"]
     result = invoke("compare", "--config", DEMO, "--batch-size", "16", "--r", "0,4")
     assert result.exit_code == 0, result.output
-    assert engine["spec"] == replace(from_config, batch_size=16, r=(0, 4))
+    assert engine["spec"] == replace(from_config, batch_sizes=16, r=(0, 4))
     assert engine["out"] == out
 
 
@@ -247,8 +250,8 @@ def test_sweep_config_with_model_kwargs(engine, tmp_path):
     result = invoke("sweep", "--config", path)
     assert result.exit_code == 0, result.output
     spec = engine["spec"]
-    assert spec.model_kwargs == {"global_pool": "avg", "drop_rate": 0.0}
-    assert (spec.model, spec.reducers, spec.r) == ("test_vit", ("prune",), (4,))
+    assert spec.model_args == {"global_pool": "avg", "drop_rate": 0.0}
+    assert (spec.model, spec.reducers, spec.r) == ("test_vit", (ReducerChoice("prune"),), (4,))
     assert str(engine["out"]) == "results/sweep-test_vit.csv"
 
 
@@ -314,10 +317,11 @@ def test_demo_config_with_flags_runs_end_to_end(tmp_path, monkeypatch):
     # every reducer over r 0..8 (about a minute) into the wrong file, so stop here instead.
     with monkeypatch.context() as patched:
         seen = {}
-        patched.setattr(cli, "_run", lambda spec, out, *rest: seen.update(spec=spec, out=out) or [])
+        patched.setattr(cli_run, "run", lambda spec, out, *rest: seen.update(spec=spec, out=out) or [])
         assert invoke(*args).exit_code == 0
         spec = seen["spec"]
-        assert (spec.r, spec.reducers, seen["out"]) == ((0, 2), ("tome", "prune"), tmp_path / "c.csv")
+        assert (spec.r, seen["out"]) == ((0, 2), tmp_path / "c.csv")
+        assert [choice.name for choice in spec.reducers] == ["tome", "prune"]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     _check_demo_csv(tmp_path / "c.csv")

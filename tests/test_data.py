@@ -14,7 +14,14 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from tomebench.data import DeviceNormalize, ImageFiles, ImageList, balanced_subset, discover, make_loader
+from tomebench.data import (
+    DeviceNormalize,
+    ImageFiles,
+    ImageList,
+    balanced_subset,
+    discover,
+    make_loader,
+)
 from tomebench.errors import TomebenchError, UsageError
 
 # test_vit's data config (as timm resolves it), with ImageNet mean/std so that mean and std differ per channel.

@@ -14,10 +14,13 @@ from tomebench.data import DeviceNormalize, make_loader
 from tomebench.demo import digits
 from tomebench.demo.model import NAME, WEIGHTS
 from tomebench.demo.train import train_demo
+from tomebench.engine.images import resolve_images
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
 from tomebench.evaluate import evaluate_in_one_pass
+from tomebench.measure.device import autocast_for
 from tomebench.models import create
 from tomebench.patch import patch
-from tomebench.sweep import SweepSpec, autocast_for, resolve_images, run_sweep
 
 
 def test_split_is_fixed_and_stratified():
@@ -51,7 +54,7 @@ def test_demo_model_loads_through_timm_with_its_data_config():
 
 
 def test_demo_reaches_its_accuracy_on_the_test_split():
-    rows = run_sweep(SweepSpec(model="demo", r=(0, 4), repeats=1, workers=0))
+    rows = run_sweep(RunSpec(model="demo", r=(0, 4), repeats=1, workers=0))
     base, r0, r4 = rows
     assert (base.reducer, r0.r, r4.r) == ("none", 0, 4)
     assert base.dataset == "digits-test" and base.n_images == 360
@@ -83,7 +86,7 @@ def test_tome_is_at_least_as_accurate_as_random_pruning_at_every_r():
     """The paper's Table 2 claim, on the bundled model and real held-out digits, over the demo's full r range."""
     loaded = create("demo")
     model = loaded.model
-    images = resolve_images(SweepSpec(), loaded)
+    images = resolve_images(RunSpec(), loaded)
     r_values = range(1, 9)
     prepares = [lambda r=r, name=name: patch(model, name, r) for name in ("tome", "prune") for r in r_values]
     loader = make_loader(images, loaded.data_config, batch_size=120, workers=0, pin_memory=False)

@@ -16,12 +16,14 @@ ray = pytest.importorskip("ray")
 from typer.testing import CliRunner  # noqa: E402
 
 from tomebench import cli  # noqa: E402
-from tomebench.distributed import RayExecutor, _shards  # noqa: E402
-from tomebench.journal import Journal  # noqa: E402
-from tomebench.sweep import Setup, SweepSpec, run_sweep  # noqa: E402
+from tomebench.engine.ray import RayExecutor, _shards  # noqa: E402
+from tomebench.engine.run import run_sweep
+from tomebench.engine.setup import Setup  # noqa: E402
+from tomebench.engine.spec import RunSpec
+from tomebench.results.journal import Journal  # noqa: E402
 
 # The whole digits test split: r = 8 loses images, so the accuracy columns are not all alike.
-SPEC = SweepSpec(model="demo", r=(0, 4, 8), repeats=2, workers=0, group_size=2)
+SPEC = RunSpec(model="demo", r=(0, 4, 8), repeats=2, workers=0, group_size=2)
 SAME = ("reducer", "r", "top1", "top5", "n_images", "tokens_final", "infer_gflops", "dataset", "error")
 
 

@@ -18,7 +18,13 @@ from torchvision.models.vision_transformer import VisionTransformer as TvViT
 
 import tomebench
 from tomebench.errors import UsageError
-from tomebench.patch import forward_with_state, num_prefix_tokens, patch, token_counts, unpatch
+from tomebench.patch import (
+    forward_with_state,
+    num_prefix_tokens,
+    patch,
+    token_counts,
+    unpatch,
+)
 from tomebench.reducers import REDUCERS
 
 transformers = pytest.importorskip("transformers")

@@ -9,7 +9,9 @@ import csv
 import pytest
 import torch
 import torchvision
-from torchvision.models._api import register_model  # the decorator torchvision registers its own builders with
+from torchvision.models._api import (
+    register_model,  # the decorator torchvision registers its own builders with
+)
 from torchvision.models.vision_transformer import VisionTransformer
 from typer.testing import CliRunner
 
@@ -155,7 +157,7 @@ def test_models_lists_each_family():
 def test_swag_paper_rows_name_what_a_run_writes():
     from pathlib import Path
 
-    from tomebench.paper import paper_rows
+    from tomebench.studies.paper import paper_rows
 
     configs = Path(__file__).resolve().parent.parent / "configs"
     expected = {"swag_vit_b16_384_r45": ("tv:vit_b_16.IMAGENET1K_SWAG_E2E_V1", 384, 45, 85.30, 84.59, 167.7),
@@ -191,7 +193,7 @@ def test_checkpoint_for_every_family(hf_folder, tmp_path):
 def test_listed_torchvision_weights_are_torchvisions():
     """`tomebench models` lists torchvision's ViT weights from a table (so listing imports no torch): it must be
     exactly what torchvision publishes."""
-    from tomebench.adapters.torchvision import PUBLISHED
+    from tomebench.adapters.torchvision.family import PUBLISHED
 
     found = set()
     for architecture in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"):

@@ -9,8 +9,9 @@ import timm
 import torch
 
 import tomebench
-from tomebench.sweep import SweepSpec, run_sweep
-from tomebench.timing import Candidate, TimingPlan, time_interleaved
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
+from tomebench.measure.timing import Candidate, TimingPlan, time_interleaved
 
 pytestmark = pytest.mark.gpu
 
@@ -48,7 +49,7 @@ def test_patched_r0_matches_unpatched_under_autocast(dtype):
 
 
 def test_sweep_on_cuda_records_peak_memory_and_speedup():
-    rows = run_sweep(SweepSpec(model="test_vit", pretrained=False, r=(0, 8), batch_size=32, device="cuda",
+    rows = run_sweep(RunSpec(model="test_vit", pretrained=False, r=(0, 8), batch_sizes=32, device="cuda",
                                repeats=3, data="synthetic"))
     assert all(row.error is None and row.peak_mem_mb and row.peak_mem_mb > 0 for row in rows)
     assert rows[0].dtype == "fp16" and rows[0].speedup == 1.0

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tomebench.reducers import REDUCERS, LayerTokens, do_nothing, max_r, merge_tokens
+from tomebench.reducers import IDENTITY, REDUCERS, LayerTokens, max_r, merge_tokens
 from tomebench.reducers.tome import bipartite_soft_matching
 
 SETTINGS = settings(max_examples=100, deadline=None)
@@ -112,7 +111,7 @@ def test_each_output_token_is_the_mean_of_its_patches(layer):
 def test_r_zero_is_identity(layer):
     metric, x, size_in, p, _ = layer
     merge = bipartite_soft_matching(metric, 0, p)
-    assert merge is do_nothing
+    assert merge is IDENTITY
     assert merge(x) is x
     out, size, source = merge_tokens(merge, x, None, None)
     assert torch.equal(out, x)

@@ -11,7 +11,12 @@ from timm.models.vision_transformer import ResPostBlock, VisionTransformer
 import tomebench
 from tomebench.errors import UsageError
 from tomebench.patch import forward_with_state, token_counts
-from tomebench.schedule import effective_schedule, full_r, layer_schedule, parse_r_values
+from tomebench.schedule import (
+    effective_schedule,
+    full_r,
+    layer_schedule,
+    parse_r_values,
+)
 
 IMG = 64  # 4 x 4 patches of 16 px: 16 patch tokens + prefix
 

@@ -12,8 +12,9 @@ from timm.layers import Attention
 
 import tomebench
 from tomebench.errors import UsageError
-from tomebench.patch import _attention, forward_with_state, token_counts
-from tomebench.reducers import REDUCERS, LayerTokens, max_r, merge_tokens
+from tomebench.patch import forward_with_state, token_counts
+from tomebench.patch.attention import attention as _attention
+from tomebench.reducers import REDUCERS, LayerTokens, Layout, max_r, merge_tokens
 from tomebench.reducers.kmeans import kmeans_assign
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -247,11 +248,13 @@ def test_attn_prune_drops_the_lowest_scored_tokens(b, n, p, r, seed, mode):
         mean_attention=thunk(mean, "mean"),
     )
     merge = REDUCERS.get("attn-prune")(tokens, r, score=mode)
-    assert calls == (["mean"] if mode == "mean" else ["cls"])  # computed once, and only the one it uses
+    r_eff = min(r, max_r(n, p))
+    # Computed once, and only the one it uses; not at all when the block has nothing to remove (the contract
+    # skips the reducer there).
+    assert calls == ([] if r_eff == 0 else ["mean"] if mode == "mean" else ["cls"])
 
     ids = torch.arange(n, dtype=torch.float64).expand(b, n)[..., None]
     kept = merge(ids)[..., 0].long()
-    r_eff = min(r, max_r(n, p))
     for row, scores in zip(kept.tolist(), good):
         dropped = set((scores[p:].argsort()[:r_eff] + p).tolist())  # the r lowest non-prefix scores
         assert row == [i for i in range(n) if i not in dropped]
@@ -270,12 +273,14 @@ def test_attn_prune_auto_falls_back_to_mean_attention_without_cls(b, n, seed):
 
 
 def test_attn_prune_refuses_cls_score_without_cls_and_unknown_scores():
+    # Refused once, when the configuration is planned for a model's layout, never inside the forward.
     tokens = tokens_for(torch.randn(1, 9, 4), None, 1, has_cls=False)
     fn = REDUCERS.get("attn-prune")
     with pytest.raises(UsageError, match="cls"):
-        fn(tokens, 2, score="cls")
-    with pytest.raises(UsageError, match="auto, cls or mean"):
-        fn(tokens_for(torch.randn(1, 9, 4), None, 1), 2, score="max")
+        fn.check({"score": "cls"}, Layout(num_tokens=9, num_prefix_tokens=1, depth=1, has_cls=False))
+    with pytest.raises(UsageError, match="auto, cls, mean"):
+        fn.check({"score": "max"})
+    fn.check({"score": "cls"}, Layout(num_tokens=9, num_prefix_tokens=1, depth=1, has_cls=True))
     assert fn(tokens, 2, score="mean")(torch.randn(1, 9, 4)).shape == (1, 7, 4)
 
 
@@ -290,7 +295,7 @@ def test_received_attention_is_proportional(cls_only):
     size[:, 0] = 1
     with torch.no_grad():
         _, parts = _attention(attn, x, size, reducing=True)
-        tokens = parts.with_context(size, 1, 0, has_cls=cls_only)
+        tokens = parts.tokens(size, 1, 0, cls_only, x, 1)
         got = tokens.cls_attention() if cls_only else tokens.mean_attention()
         if not cls_only:
             assert tokens.cls_attention is None
@@ -367,8 +372,8 @@ def test_kmeans_iters_option():
     fn = REDUCERS.get("kmeans")
     out, size, _ = merge_tokens(fn(tokens_for(metric, None, 1), 4, iters=0), x, None, None)
     assert out.shape == (2, 8, 4) and torch.equal(size.sum(dim=1), torch.full((2, 1), 12.0))
-    with pytest.raises(UsageError, match="iters"):
-        fn(tokens_for(metric, None, 1), 4, iters=-1)
+    with pytest.raises(UsageError, match="iters"):  # checked once, when planned
+        fn.check({"iters": -1})
 
 
 def test_kmeans_centroids_are_size_weighted():
@@ -424,13 +429,13 @@ def test_every_reducer_in_a_real_vit(vits, model_name, name):
     assert torch.equal(state.source[:, 0], F.one_hot(torch.zeros(2, dtype=torch.long), n0).to(state.source.dtype))
 
 
-def test_attn_prune_score_cls_fails_at_forward_without_cls(vits):
+def test_attn_prune_score_cls_is_refused_when_patching_a_model_without_cls(vits):
     built, images = vits
     model = built["test_vit2"]
     try:
-        tomebench.patch(model, "attn-prune", 4, score="cls")
-        with pytest.raises(UsageError, match="cls"), torch.no_grad():
-            model(images)
+        with pytest.raises(UsageError, match="cls"):  # at patch time, before any forward
+            tomebench.patch(model, "attn-prune", 4, score="cls")
+        assert type(model).__name__ == "VisionTransformer"  # the refused patch left the model untouched
         tomebench.patch(model, "attn-prune", 4, score="auto")
         with torch.no_grad():
             assert torch.isfinite(model(images)).all()

@@ -24,12 +24,14 @@ from typer.testing import CliRunner
 
 from tomebench import cli
 from tomebench.demo.model import DEMO_DATA_CFG
-from tomebench.journal import Journal
+from tomebench.engine.run import run_sweep
+from tomebench.engine.spec import RunSpec
+from tomebench.measure.memory import is_out_of_memory
 from tomebench.patch import patch_info
-from tomebench.sweep import SweepSpec, is_out_of_memory, run_sweep
+from tomebench.results.journal import Journal
 
 runner = CliRunner()
-SPEC = SweepSpec(model="demo", r=(0, 2, 4, 6, 8), repeats=1, workers=0, limit=40, group_size=2)
+SPEC = RunSpec(model="demo", r=(0, 2, 4, 6, 8), repeats=1, workers=0, limit=40, group_size=2)
 SAME = ("model", "reducer", "r", "schedule", "prop_attn", "reducer_options", "infer_batch_size", "infer_gflops",
         "tokens_final", "top1", "top5", "n_images", "dataset", "error")
 
@@ -232,7 +234,7 @@ def tomebench_test_oom_vit(pretrained: bool = False, **kwargs) -> VisionTransfor
     return model
 
 
-OOM = SweepSpec(model="tomebench_test_oom_vit", pretrained=False, r=(0, 4), batch_size=8, repeats=1, workers=0,
+OOM = RunSpec(model="tomebench_test_oom_vit", pretrained=False, r=(0, 4), batch_sizes=8, repeats=1, workers=0,
                 data="demo", limit=40)
 
 

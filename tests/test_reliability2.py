@@ -30,16 +30,24 @@ from typer.testing import CliRunner
 import tomebench
 from tomebench import cli
 from tomebench import data as datasets
+from tomebench.engine.run import run_sweep
+from tomebench.engine.setup import Setup
+from tomebench.engine.spec import RunSpec
 from tomebench.errors import UsageError
-from tomebench.journal import Journal
-from tomebench.outputs import OutputLock, lock_path
 from tomebench.patch import check_reducer_options, patch_info
-from tomebench.schedule import distinct_r, effective_schedule, layer_schedule, parse_r_spec, saturation_r
-from tomebench.sweep import Setup, SweepSpec, run_sweep
+from tomebench.results.files import lock_path
+from tomebench.results.journal import Journal
+from tomebench.schedule import (
+    distinct_r,
+    effective_schedule,
+    layer_schedule,
+    parse_r_spec,
+    saturation_r,
+)
 
 runner = CliRunner()
 TINY = ["--model", "test_vit", "--no-pretrained", "--repeats", "1", "--device", "cpu", "--data", "synthetic"]
-SPEC = SweepSpec(model="test_vit", pretrained=False, r=(0, 4), repeats=1, device="cpu", data="synthetic")
+SPEC = RunSpec(model="test_vit", pretrained=False, r=(0, 4), repeats=1, device="cpu", data="synthetic")
 
 
 def invoke(*args):
@@ -69,7 +77,7 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_a_second_run_on_the_same_out_is_refused_naming_the_first(tmp_path):
     out = tmp_path / "s.csv"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from tomebench.outputs import OutputLock; "
+        [sys.executable, "-c", "import sys, time; from tomebench.results.files import OutputLock; "
          f"lock = OutputLock({str(out)!r}); lock.acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -120,7 +128,7 @@ def test_a_sigterm_releases_the_lock(tmp_path):
     code = f"""
         import os, signal
         from tomebench.cli import app
-        import tomebench.sweep as sweep
+        import tomebench.engine.run as sweep
         real = sweep.run_sweep
         def killing(spec, progress, sink, executor):
             class P:
@@ -318,12 +326,13 @@ def test_the_cli_says_in_one_note_what_it_left_out(tmp_path):
 def test_a_synthetic_batch_the_host_cannot_hold_backs_off(tmp_path):
     code = """
         import resource
-        from tomebench.sweep import Setup, SweepSpec
+        from tomebench.engine.setup import Setup
+        from tomebench.engine.spec import RunSpec
         with open("/proc/self/status") as f:
             size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
         limit = size + (1 << 30)  # room for 1 GiB more: the 12 GiB batch asked for cannot be had, 1/16 of it can
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
-        setup = Setup.build(SweepSpec(model="demo", batch_size=1 << 20, device="cpu", data="synthetic"))
+        setup = Setup.build(RunSpec(model="demo", batch_sizes=1 << 20, device="cpu", data="synthetic"))
         print(len(setup.batch), setup.base.infer_batch_size)
     """
     proc = run_python(code)
@@ -333,7 +342,7 @@ def test_a_synthetic_batch_the_host_cannot_hold_backs_off(tmp_path):
 
 
 def test_a_configuration_checked_on_a_smaller_synthetic_batch_notes_the_batch_asked_for():
-    from tomebench.sweep import _check
+    from tomebench.engine.probe import probe as _check
 
     model = timm.create_model("test_vit", pretrained=False).eval()
     batch = torch.randn(4, 3, 160, 160)

@@ -10,9 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tomebench import plots
 from tomebench.errors import TomebenchError, UsageError
-from tomebench.results import COLUMNS, Environment, Row, atomic_file, check_writable, read_csv, write_csv
+from tomebench.report import plots
+from tomebench.results.csv import atomic_file, read_csv, write_csv
+from tomebench.results.files import check_writable
+from tomebench.results.row import COLUMNS, Environment, Row
 
 GOLDEN = Path(__file__).parent / "golden" / "sweep.csv"
 ENV = Environment("AMD EPYC", "2.14.1", "1.0.31", "0.1.0", "abc123def456", "2026-11-29T00:00:00+00:00")

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from tomebench import sweep
-from tomebench.sweep import Check, SweepSpec, Setup, measure_throughput
-from tomebench.timing import NOISY_SPREAD, Timing
+from tomebench.engine import throughput
+from tomebench.engine.probe import Check
+from tomebench.engine.rows import group_rows, make_row
+from tomebench.engine.setup import Setup
+from tomebench.engine.spec import RunSpec
+from tomebench.engine.throughput import measure_throughput
+from tomebench.measure.timing import NOISY_SPREAD, Timing
+from tomebench.results.row import Row
 
 
 def timing(*seconds: float, batch: int = 8) -> Timing:
@@ -23,13 +28,13 @@ def test_speedup_spread_is_the_p10_p90_of_paired_ratios():
 
 
 def test_a_row_carries_its_groups_unpatched_rate_and_paired_spread():
-    identity = sweep.Row(model="m", reducer="tome", r=4, schedule="constant", prop_attn=True, infer_img_size=32,
+    identity = Row(model="m", reducer="tome", r=4, schedule="constant", prop_attn=True, infer_img_size=32,
                          infer_batch_size=8, dtype="fp32", device="cpu")
     reference = timing(0.1, 0.1, 0.1)
-    row = sweep._row(identity, Check(batch_size=8), timing(0.05, 0.05, 0.04), None, None, 0, reference)
+    row = make_row(identity, Check(batch_size=8), timing(0.05, 0.05, 0.04), None, None, reference)
     assert row.baseline_samples_per_sec == pytest.approx(80.0)
     assert row.speedup == pytest.approx(2.0) and row.speedup_p10 <= row.speedup <= row.speedup_p90
-    unpaired = sweep._row(identity, Check(batch_size=8), timing(0.05), None, None, 0, None)
+    unpaired = make_row(identity, Check(batch_size=8), timing(0.05), None, None, None)
     assert unpaired.baseline_samples_per_sec is None and unpaired.speedup_p10 is None
 
 
@@ -39,7 +44,7 @@ QUIET = (0.1, 0.1, 0.1, 0.1, 0.1)
 
 @pytest.fixture(scope="module")
 def setup():
-    spec = SweepSpec(model="test_vit", pretrained=False, r=(0, 2), batch_size=2, device="cpu", data="synthetic",
+    spec = RunSpec(model="test_vit", pretrained=False, r=(0, 2), batch_sizes=2, device="cpu", data="synthetic",
                      repeats=5)
     return Setup.build(spec)
 
@@ -53,7 +58,7 @@ def _fake_timer(monkeypatch, attempts: list[tuple[float, ...]]):
         calls.append(len(candidates))
         return [Timing(times, 1, None, None, c.batch_size) for c in candidates]
 
-    monkeypatch.setattr(sweep, "time_interleaved", fake)
+    monkeypatch.setattr(throughput, "time_interleaved", fake)
     return calls
 
 
@@ -72,7 +77,7 @@ def test_a_noisy_group_is_retimed_whole_and_bounded(monkeypatch, setup, max_reti
     assert len(recorded) == calls and set(recorded) == {3}  # every attempt times the whole group, baseline included
     assert result.retimed == calls - 1
     assert all(t.step_times == kept for t in result.timings.values())
-    rows, _ = sweep.group_rows(setup, [0, 1, 2], result, {})
+    rows, _ = group_rows(setup, [0, 1, 2], result, {})
     noisy = [row.note for row in rows if row.note and "noisy timing" in row.note]
     assert len(noisy) == (3 if kept == NOISY else 0)
     if kept == NOISY and calls > 1:
@@ -86,11 +91,11 @@ def test_the_quieter_attempt_is_kept(monkeypatch, setup):
     _fake_timer(monkeypatch, [NOISY, noisier])
     result = measure_throughput(replace(setup, spec=replace(setup.spec, max_retime=1)), [0, 1, 2])
     assert result.retimed == 1 and all(t.step_times == NOISY for t in result.timings.values())
-    assert sweep.worst_spread(result.timings.values()) > NOISY_SPREAD
+    assert throughput.worst_spread(result.timings.values()) > NOISY_SPREAD
 
 
 def test_max_retime_must_not_be_negative(setup):
     from tomebench.errors import UsageError
 
     with pytest.raises(UsageError, match="--max-retime must be >= 0"):
-        Setup.build(SweepSpec(model="test_vit", pretrained=False, device="cpu", data="synthetic", max_retime=-1))
+        Setup.build(RunSpec(model="test_vit", pretrained=False, device="cpu", data="synthetic", max_retime=-1))

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from tomebench.data import DeviceNormalize, make_loader
+from tomebench.engine.images import resolve_images
+from tomebench.engine.spec import RunSpec
 from tomebench.evaluate import evaluate_in_one_pass
+from tomebench.measure.device import autocast_for
 from tomebench.models import create
 from tomebench.patch import patch, unpatch
-from tomebench.sweep import SweepSpec, autocast_for, resolve_images
 
 # Correct top-1 out of 360 for tome (default options) at r = 0..8. Produced once with tomebench and checked
 # against the authors' released code (facebookresearch/ToMe's timm patch, run beside tomebench on the same
@@ -22,7 +24,7 @@ AUTHORS_TOP1_CORRECT = [358, 358, 358, 358, 359, 358, 358, 355, 355]
 @pytest.fixture(scope="module")
 def demo():
     loaded = create("demo")
-    return loaded, resolve_images(SweepSpec(), loaded)
+    return loaded, resolve_images(RunSpec(), loaded)
 
 
 def evaluate(demo, prepares, batch_size):

@@ -13,11 +13,13 @@ from typer.testing import CliRunner
 
 import tomebench
 from tomebench import cli
-from tomebench import visualize as vis
 from tomebench.demo.digits import write_image_folder
 from tomebench.errors import UsageError
 from tomebench.models import create
-from tomebench.patch import is_patched  # `tomebench.patch` is the function; the module is reached this way
+from tomebench.patch import (
+    is_patched,  # `tomebench.patch` is the function; the module is reached this way
+)
+from tomebench.studies import visualize as vis
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -68,8 +68,14 @@ PAPER_KEYS: dict[str, tuple[type, ...]] = {
 PATHS = ("labels", "checkpoint", "out", "baseline")
 
 
-def load(path: Path, allowed: set[str] | None = None) -> tuple[dict, dict]:
-    """(options, paper) from a TOML file. `allowed` limits the option names (a command's own options).
+# Options only some commands take, and which: a key another command would take is named as such.
+COMMAND_OF = {"reducers": "compare", "reducer": "sweep", "samples": "schedules", "target_speedup": "schedules",
+              "seed": "schedules"}
+
+
+def load(path: Path, allowed: set[str] | None = None, command: str | None = None) -> tuple[dict, dict]:
+    """(options, paper) from a TOML file. `allowed` limits the option names (a command's own options; `command`
+    names it in messages).
 
     Lists are joined the way the CLI writes them (r = [0, 13] -> "0,13"); model_kwargs stays a table.
     """
@@ -85,6 +91,12 @@ def load(path: Path, allowed: set[str] | None = None) -> tuple[dict, dict]:
         raise UsageError(f"--config {path}: [paper] must be a table")
     _check_types(path, paper, PAPER_KEYS, "[paper] key")
     known = OPTIONS if allowed is None else {k: v for k, v in OPTIONS.items() if k in allowed}
+    for key in raw:
+        if key in OPTIONS and key not in known:
+            other = COMMAND_OF.get(key)
+            where = f"it is an option of `tomebench {other}`: run `tomebench {other} --config {path}`" if other else (
+                "that command does not take it")
+            raise UsageError(f"--config {path}: unknown key {key!r} for {command or 'this command'}; {where}")
     _check_types(path, raw, known, "key")
     options = {}
     for key, value in raw.items():

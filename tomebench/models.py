@@ -13,44 +13,44 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tomebench.adapters import ADAPTERS, Adapter, LoadedModel
-from tomebench.adapters.base import hub_offline
-from tomebench.adapters.timm import ALIASES, resolve_name
-from tomebench.errors import TomebenchError, UsageError
+from tomebench.adapters import FAMILIES, Family, LoadedModel
+from tomebench.adapters.base import hub_offline, unreachable
+from tomebench.errors import UsageError
 
-__all__ = ["ALIASES", "LoadedModel", "create", "describe", "family", "resolve_name"]
+__all__ = ["LoadedModel", "create", "describe", "family"]
+
+DEFAULT_FAMILY = "timm"  # a name without a prefix
 
 
-def family(name: str) -> tuple[Adapter, str]:
-    """(the family's adapter, the name without its prefix). No prefix: timm. `tv:` and `hf:` are aliases of the
+def family(name: str) -> tuple[Family, str]:
+    """(the family, the name without its prefix). No prefix: timm. `tv:` and `hf:` are aliases of the
     torchvision and transformers families; an unknown prefix is a UsageError."""
     prefix, sep, rest = name.partition(":")
     if not sep:
-        return ADAPTERS.get("timm"), name
-    for entry in ADAPTERS:
-        if prefix in (entry.name, *entry.aliases):
-            return entry.obj, rest
-    prefixes = ", ".join(f"{entry.obj.prefix}:" for entry in ADAPTERS if entry.obj.prefix)
+        return FAMILIES.get(DEFAULT_FAMILY), name
+    if prefix in FAMILIES:
+        return FAMILIES.get(prefix), rest
+    prefixes = ", ".join(f"{entry.obj.prefix}:" for entry in FAMILIES if entry.obj.prefix)
     raise UsageError(f"unknown model family {prefix!r} in {name!r}; use a timm name or one of {prefixes}")
 
 
 def create(name: str, pretrained: bool = True, checkpoint: Path | None = None, **model_kwargs) -> LoadedModel:
     """Build the model in eval mode. checkpoint: a local weights file to load instead of the hub; model_kwargs go
     to the family's constructor (timm.create_model, the torchvision builder, the transformers config)."""
-    adapter, rest = family(name)
+    loader, rest = family(name)
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise UsageError(f"checkpoint file not found: {checkpoint}")
     elif pretrained:
         _fail_fast_offline(name)
-    return adapter.load(rest, pretrained, checkpoint, **model_kwargs)
+    return loader.load(rest, pretrained, checkpoint, **model_kwargs)
 
 
 def describe(name: str, from_checkpoint: bool = False) -> tuple[str, int]:
     """(the `model` a run of `name` writes in its rows, the input size), without building anything."""
-    adapter, rest = family(name)
-    return adapter.describe(rest, from_checkpoint)
+    loader, rest = family(name)
+    return loader.describe(rest, from_checkpoint)
 
 
 # The weight files timm and transformers ask the hub for; any one in the cache means no download is needed.
@@ -69,8 +69,8 @@ def _fail_fast_offline(name: str) -> None:
     """
     if hub_offline() or any(os.environ.get(variable) for variable in PROXY_VARIABLES):
         return
-    adapter, rest = family(name)
-    hub_id = adapter.hub_id(rest)
+    loader, rest = family(name)
+    hub_id = loader.hub_id(rest)
     if not hub_id:
         return
     from huggingface_hub import try_to_load_from_cache
@@ -83,9 +83,6 @@ def _fail_fast_offline(name: str) -> None:
     try:
         socket.create_connection((endpoint.hostname, port), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
-        shown = resolve_name(rest) if adapter is ADAPTERS.get("timm") else name
-        raise TomebenchError(
-            f"pretrained weights for {shown} are not in the hub cache and {endpoint.hostname} is not reachable "
-            f"({exc.strerror or exc}): pass --checkpoint PATH, use --no-pretrained for a throughput-only run, or "
-            "set HF_HUB_OFFLINE=1 to use only cached weights"
-        ) from None
+        raise unreachable(f"pretrained weights for {loader.display_name(rest)}",
+                          f"not in the hub cache, and {endpoint.hostname} answers no connection: "
+                          f"{exc.strerror or exc}", "set HF_HUB_OFFLINE=1 to use only cached weights") from None

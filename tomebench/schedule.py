@@ -7,6 +7,7 @@ import numbers
 import random
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 from tomebench.errors import UsageError
@@ -18,7 +19,52 @@ INFLECTION = "inflection"
 INFLECTION_EXACT = "inflection-exact"
 
 
-def layer_schedule(r: int | Sequence[int], depth: int, schedule: str = "constant") -> tuple[int, ...]:
+@dataclass(frozen=True)
+class Schedule:
+    """How a sweep's r spreads over the blocks, parsed once from what the user typed (the authors' `parse_r` idea).
+
+    kind "inflection": the authors' (r, inflection) line with slope T in [-1, 1] (constant T = 0, decreasing -1,
+    increasing 1); "inflection-exact": the same line with the total held at exactly r x depth; "explicit": one r
+    per block, `blocks`. `label` is how the CSV's schedule column writes it, and parses back to the same value.
+    """
+
+    kind: str = INFLECTION
+    slope: Fraction = Fraction(0)
+    blocks: tuple[int, ...] = ()
+    text: str = ""  # T exactly as given ("-0.5"), so the label never rounds what was measured
+
+    @property
+    def explicit(self) -> bool:
+        return self.kind == EXPLICIT
+
+    @property
+    def label(self) -> str:
+        if self.explicit:
+            return ",".join(str(v) for v in self.blocks)
+        if self.kind == INFLECTION and self.slope in NAMED_SLOPES:
+            return NAMED_SLOPES[self.slope]
+        return f"{self.kind}:{self.text or _decimal(self.slope)}"
+
+    def per_layer(self, r: int, depth: int) -> tuple[int, ...]:
+        """The requested r of each of `depth` blocks (an explicit schedule ignores r)."""
+        return layer_schedule(self.blocks if self.explicit else r, depth, self)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+NAMED_SLOPES = {Fraction(0): "constant", Fraction(-1): "decreasing", Fraction(1): "increasing"}
+EXPLICIT = "explicit"
+CONSTANT = Schedule()
+
+
+def _decimal(value: Fraction) -> str:
+    """A fraction with a finite decimal expansion as that decimal ("-0.5"); any other as p/q."""
+    text = f"{float(value):.17g}"
+    return text if Fraction(text) == value else f"{value.numerator}/{value.denominator}"
+
+
+def layer_schedule(r: int | Sequence[int], depth: int, schedule: str | Schedule = "constant") -> tuple[int, ...]:
     """The requested r of each of `depth` blocks.
 
     `r` is tokens per layer (an int) or an explicit per-layer list of exactly `depth` values. "constant" removes r
@@ -43,12 +89,14 @@ def layer_schedule(r: int | Sequence[int], depth: int, schedule: str = "constant
     r = int(r)
     if r < 0:
         raise UsageError(f"r must be >= 0, got {r}.")
-    kind, slope = inflection(schedule)
-    if kind == INFLECTION_EXACT:
-        return _exact_inflection(r, depth, slope)
-    if slope == 0:
+    parsed = schedule if isinstance(schedule, Schedule) else parse_schedule(schedule)
+    if parsed.explicit:
+        raise UsageError(f"the schedule {parsed.label} lists one r per block; it takes no separate r")
+    if parsed.kind == INFLECTION_EXACT:
+        return _exact_inflection(r, depth, parsed.slope)
+    if parsed.slope == 0:
         return (r,) * depth
-    return _authors_inflection(r, depth, float(slope))
+    return _authors_inflection(r, depth, float(parsed.slope))
 
 
 def _authors_inflection(r: int, depth: int, inflect: float) -> tuple[int, ...]:
@@ -77,24 +125,6 @@ def _exact_inflection(r: int, depth: int, slope: Fraction) -> tuple[int, ...]:
     return tuple(values)
 
 
-def inflection(schedule: str) -> tuple[str, Fraction]:
-    """(kind, T) of a named schedule: constant (inflection, 0), decreasing (inflection, -1), increasing
-    (inflection, 1), "inflection:T" or "inflection-exact:T"."""
-    named = {"constant": Fraction(0), "decreasing": Fraction(-1), "increasing": Fraction(1)}
-    if schedule in named:
-        return INFLECTION, named[schedule]
-    head, _, value = schedule.partition(":")
-    head = head.strip()
-    try:
-        slope = Fraction(value.strip()) if head in (INFLECTION, INFLECTION_EXACT) else None
-    except ValueError:
-        slope = None
-    if slope is None or not -1 <= slope <= 1:
-        raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}, inflection:T or "
-                         "inflection-exact:T with T in [-1, 1] (-1 decreasing, 1 increasing), or a list like 8,8,4.")
-    return head, slope
-
-
 def effective_schedule(
     rs: Sequence[int], num_tokens: int, num_prefix_tokens: int
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -112,26 +142,43 @@ def effective_schedule(
     return tuple(effective), tuple(tokens)
 
 
-def parse_schedule(text: str) -> str | tuple[int, ...]:
-    """A CLI/TOML schedule: a named one, "inflection:T", "inflection-exact:T", or an explicit per-layer list."""
-    text = text.strip()
-    if text in SCHEDULES:
+# Longest inflection value accepted: T is a number in [-1, 1], and a longer text is a typo, not a schedule.
+MAX_SLOPE_TEXT = 32
+
+
+def parse_schedule(text: str | Schedule) -> Schedule:
+    """What the user typed (CLI, TOML, API) as a Schedule: a named one, "inflection:T", "inflection-exact:T", or
+    an explicit per-layer list "16,12,8"."""
+    if isinstance(text, Schedule):
         return text
-    if re.fullmatch(r"\d+(\s*,\s*\d+)*", text):
-        return tuple(int(v) for v in text.split(","))
-    if text.startswith(INFLECTION):
-        try:
-            kind, slope = inflection(text)
-        except UsageError:
-            raise UsageError(f"bad schedule {text!r}: write inflection:T (or inflection-exact:T) with T between -1 "
-                             "(decreasing) and 1 (increasing), e.g. inflection:-0.5") from None
-        return f"{kind}:{float(slope):g}"
+    if not isinstance(text, str):
+        raise UsageError(f"a schedule is text such as constant, decreasing or 16,12,8; got {text!r}")
+    spec = text.strip()
+    named = {label: slope for slope, label in NAMED_SLOPES.items()}
+    if spec in named:
+        return Schedule(INFLECTION, named[spec])
+    if re.fullmatch(r"\d{1,6}(\s*,\s*\d{1,6})*", spec):
+        return Schedule(EXPLICIT, blocks=tuple(int(v) for v in spec.split(",")))
+    head, sep, value = spec.partition(":")
+    head, value = head.strip(), value.strip()
+    if head in (INFLECTION, INFLECTION_EXACT):
+        slope = None
+        if sep and len(value) <= MAX_SLOPE_TEXT and re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", value):
+            slope = Fraction(value)
+        if slope is None or not -1 <= slope <= 1:
+            raise UsageError(f"bad schedule {text!r}: write {head}:T with T a number between -1 (decreasing) and 1 "
+                             "(increasing), e.g. inflection:-0.5")
+        if head == INFLECTION and slope in NAMED_SLOPES:
+            return Schedule(INFLECTION, slope)
+        return Schedule(head, slope, text=_decimal(slope))
     raise UsageError(f"bad schedule {text!r}: use one of {', '.join(SCHEDULES)}, inflection:T or inflection-exact:T "
                      "(T in [-1, 1]) or a per-layer list like 16,12,8.")
 
 
-def schedule_label(schedule: str | Sequence[int]) -> str:
+def schedule_label(schedule: str | Schedule | Sequence[int]) -> str:
     """How a schedule is written in the CSV."""
+    if isinstance(schedule, Schedule):
+        return schedule.label
     return schedule if isinstance(schedule, str) else ",".join(str(v) for v in schedule)
 
 
@@ -143,6 +190,8 @@ def parse_r_values(text: str) -> list[int]:
 # A range longer than this stays a lazy `range`: no model has this many distinct r, and 0..10**13 must not
 # allocate a list before the sweep caps it at what the model can do (`distinct_r`).
 LAZY_RANGE = 10_000
+# No ViT has 10^15 tokens; beyond this a range's length would not even fit in a C integer (len() overflows).
+MAX_R = 10**15
 
 
 def parse_r_spec(text: str) -> tuple[int, ...] | range:
@@ -156,6 +205,9 @@ def _parse_r(text: str) -> range | list[int]:
     m = re.fullmatch(r"(\d+)\s*\.\.\s*(\d+)(?:\s*:\s*(\d+))?", spec)
     if m:
         start, stop, step = int(m[1]), int(m[2]), int(m[3] or 1)
+        if max(start, stop) > MAX_R:
+            raise UsageError(f"bad r range {text!r}: r is tokens per block, at most {MAX_R} here (any r above the "
+                             "model's tokens is capped to what it can do)")
         if step == 0:
             raise UsageError(f"bad r range {text!r}: the step must be >= 1, as in 0..24:4.")
         if stop < start:
@@ -163,13 +215,15 @@ def _parse_r(text: str) -> range | list[int]:
         return range(start, stop + 1, step)
     if re.fullmatch(r"\d+(\s*,\s*\d+)*", spec):
         values = [int(v) for v in spec.split(",")]
+        if max(values) > MAX_R:
+            raise UsageError(f"bad r {text!r}: r is tokens per block, at most {MAX_R} here")
         return list(dict.fromkeys(values))
     if re.fullmatch(r"-\d+", spec) or re.search(r"(^|,)\s*-\d", spec):
         raise UsageError(f"bad r {text!r}: r counts tokens removed per layer and must be >= 0.")
     raise UsageError(f"bad r {text!r}: use a number (16), a list (0,8,16) or a range (0..24 or 0..24:4).")
 
 
-def saturation_r(schedule: str, depth: int, num_tokens: int, num_prefix_tokens: int) -> int:
+def saturation_r(schedule: str | Schedule, depth: int, num_tokens: int, num_prefix_tokens: int) -> int:
     """An r from which a named schedule removes the same tokens in every block whatever r is (an upper bound on
     the smallest such r; `distinct_r` measures below it exactly).
 
@@ -179,7 +233,8 @@ def saturation_r(schedule: str, depth: int, num_tokens: int, num_prefix_tokens: 
     positive c_i, every block asks for M or more, and the effective schedule no longer changes.
     """
     most = max(num_tokens - num_prefix_tokens, 0) // 2
-    kind, slope = inflection(schedule)
+    parsed = parse_schedule(schedule)
+    kind, slope = parsed.kind, parsed.slope
     if depth == 1:
         shares = [Fraction(1) if kind == INFLECTION_EXACT or slope == 0 else 1 - slope]
     else:
@@ -191,11 +246,12 @@ def saturation_r(schedule: str, depth: int, num_tokens: int, num_prefix_tokens: 
 
 
 def distinct_r(
-    r_values: Sequence[int], schedule: str, depth: int, num_tokens: int, num_prefix_tokens: int
+    r_values: Sequence[int], schedule: str | Schedule, depth: int, num_tokens: int, num_prefix_tokens: int
 ) -> tuple[list[int], int]:
     """The r values whose effective per-block schedules differ, first of each kept, in the order given; and the
     saturation r above which all are one. Looks at no more than the values up to the saturation r (plus the
     first above it), so a range of 10**13 costs nothing."""
+    schedule = parse_schedule(schedule)
     cap = saturation_r(schedule, depth, num_tokens, num_prefix_tokens)
     if isinstance(r_values, range) and r_values.step > 0:
         below = max(0, min(len(r_values), (cap - r_values.start) // r_values.step + 1))

@@ -1,9 +1,9 @@
-"""Registered model families. Importing this package registers the built-in ones; a family is added by adding
-one adapter module here (and importing it below), touching nothing else."""
+"""Registered model families: every folder of this package is one family (its `surgery` and its `family` module
+register themselves when imported), so a family is added by adding one folder, touching nothing else."""
 
-from tomebench.adapters import timm as _timm  # noqa: F401  (registers "timm")
-from tomebench.adapters import torchvision as _torchvision  # noqa: F401  (registers "torchvision", alias "tv")
-from tomebench.adapters import transformers as _transformers  # noqa: F401  (registers "transformers", alias "hf")
-from tomebench.adapters.base import ADAPTERS, Adapter, LoadedModel, PatchedForward, adapter_for
+from tomebench.adapters.base import ADAPTERS, FAMILIES, Adapter, Family, LoadedModel, PatchedForward, adapter_for
+from tomebench.registry import import_submodules
 
-__all__ = ["ADAPTERS", "Adapter", "LoadedModel", "PatchedForward", "adapter_for"]
+import_submodules(__name__, __path__, skip=("base",))
+
+__all__ = ["ADAPTERS", "FAMILIES", "Adapter", "Family", "LoadedModel", "PatchedForward", "adapter_for"]

@@ -12,10 +12,11 @@ The loop in `tomebench.patch` runs every block the same way for every family:
         x = mlp_residual(block, x)
     logits = head(final_norm(x), size)
 
-An adapter answers those questions for one family (where q/k/v, the norms, LayerScale and the head are) and
-knows how to load the family's models by name with their preprocessing. It imports this module and its own
-library only, never `tomebench.patch`: the patched forward reaches the loop through `PatchedForward`'s hooks,
-which `patch` fills in.
+A family is one folder under `tomebench/adapters/` with two halves, registered under one name: its `Adapter`
+(surgery: where q/k/v, the norms, LayerScale and the head are), which `tomebench.patch` looks up by the model's
+class, and its `Family` (names and loading: weights, data config, transform), which `tomebench.models` looks up
+by the name's prefix. Both import this module and their own library only, never `tomebench.patch`: the patched
+forward reaches the loop through `PatchedForward`'s hooks, which `patch` fills in.
 
 Adapter modules import their library inside the methods that need it (loading, checking), never at import time,
 so listing the families (`tomebench models`, `--help`) imports neither torch nor any model library.
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tomebench.errors import UsageError
+from tomebench.errors import TomebenchError, UsageError
 from tomebench.registry import Registry
 
 if TYPE_CHECKING:  # importing this module must stay cheap: `tomebench models` lists the families without torch
@@ -52,6 +53,7 @@ class LoadedModel:
     data_config: dict
     pretrained: bool
     transform: Callable | None = None
+    versions: tuple[tuple[str, str], ...] = ()  # (library, version) of the family's own library, for the rows
 
     @property
     def img_size(self) -> int:
@@ -68,10 +70,8 @@ class LoadedModel:
 
 
 class Adapter:
-    """One model family. Methods take the model, one of its blocks, or a block's attention module."""
-
-    prefix: str = ""  # the name prefix that selects this family (`tv`, `hf`); "" for the default family
-    summary: str = ""  # one line for `tomebench models`
+    """The surgery half of one model family. Methods take the model, one of its blocks, or a block's attention
+    module."""
 
     # --- which models ---------------------------------------------------------------------------------------
     def handles(self, cls: type) -> bool:
@@ -157,7 +157,19 @@ class Adapter:
         must weigh each token by its size, so a merged token counts for every patch it holds."""
         raise NotImplementedError
 
-    # --- names and loading ----------------------------------------------------------------------------------
+    def attn_impl(self, model: nn.Module) -> str:
+        """How the unpatched model's own forward computes attention: "fused" (an SDPA-style kernel) or "eager"
+        (the attention matrix built as a tensor). A patched model always runs SDPA unless its reducer needs the
+        full matrix."""
+        return "fused"
+
+
+class Family:
+    """How one family names and loads its models (the other half of a family; `Adapter` is its surgery)."""
+
+    prefix: str = ""  # the name prefix that selects this family (`tv`, `hf`); "" for the default family
+    summary: str = ""  # one line for `tomebench models`
+
     def load(self, name: str, pretrained: bool, checkpoint: Path | None, **model_kwargs: Any) -> LoadedModel:
         """The model called `name` (without the family prefix) in eval mode, with its data config and transform.
         Unknown names raise UsageError; weights that cannot be had raise TomebenchError (both one line)."""
@@ -175,6 +187,11 @@ class Adapter:
     def catalog(self) -> list[tuple[str, str, str]]:
         """(name to type, what it resolves to, what it is) rows for `tomebench models`."""
         return []
+
+
+    def display_name(self, name: str) -> str:
+        """`name` as messages show it (with the family prefix, aliases resolved)."""
+        return f"{self.prefix}:{name}" if self.prefix else name
 
 
 class PatchedForward:
@@ -229,7 +246,18 @@ def is_offline(exc: BaseException) -> bool:
     return bool(names & hub_errors) or "internet" in str(exc).lower() or "offline" in str(exc).lower()
 
 
+def unreachable(what: str, why: str | None = None, hint: str = "put them in the Hugging Face hub cache"
+                ) -> TomebenchError:
+    """The one message for weights (or a config) that cannot be had offline: what is missing, why, what to do."""
+    if why is None:
+        why = ("HF_HUB_OFFLINE is set and they are not in the hub cache" if hub_offline() else
+               "no network? set HF_HUB_OFFLINE=1 to fail at once instead of retrying")
+    return TomebenchError(f"{what} are not reachable ({why}): pass --checkpoint PATH, {hint}, or use "
+                          "--no-pretrained for a throughput-only run")
+
+
 ADAPTERS: Registry[Adapter] = Registry("model family")
+FAMILIES: Registry[Family] = Registry("model family")
 
 
 def adapter_for(model_or_class: nn.Module | type) -> Adapter:

@@ -1,8 +1,20 @@
-"""Registered token reducers. Importing this package registers the built-in ones."""
+"""Registered token reducers: every module of this package (one file per reducer) and the plug-ins of the
+`tomebench.reducers` entry point group register themselves when this package is imported.
 
-from tomebench.reducers import kmeans as _kmeans  # noqa: F401  (registers "kmeans")
-from tomebench.reducers import prune as _prune  # noqa: F401  (registers "prune", "attn-prune")
-from tomebench.reducers import tome as _tome  # noqa: F401  (registers "tome", "none")
-from tomebench.reducers.base import REDUCERS, LayerTokens, Merge, Reducer, do_nothing, max_r, merge_tokens
+A plug-in is a module in any installed package that registers a plan function, named in that package's metadata:
 
-__all__ = ["REDUCERS", "LayerTokens", "Merge", "Reducer", "do_nothing", "max_r", "merge_tokens"]
+    [project.entry-points."tomebench.reducers"]
+    my_reducer = "my_package.my_reducer"
+"""
+
+from tomebench.reducers.base import REDUCERS, LayerTokens, Layout, ReducerSpec, max_r, register, seeded_keys
+from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Keep, Plan, Split, merge_tokens
+from tomebench.registry import import_submodules, load_plugins
+
+ENTRY_POINTS = "tomebench.reducers"
+
+import_submodules(__name__, __path__, skip=("base", "plans", "options"))
+PLUGIN_ERRORS = load_plugins(ENTRY_POINTS)
+
+__all__ = ["IDENTITY", "REDUCERS", "Bipartite", "Clusters", "Keep", "LayerTokens", "Layout", "Plan", "ReducerSpec", "Split",
+           "max_r", "merge_tokens", "register", "seeded_keys"]

@@ -1,27 +1,37 @@
-"""The reducer interface: what a reducer sees of one block, and how its plan is applied to tokens.
+"""The reducer contract: what a reducer declares when it registers, what it sees of one block, and the budget.
 
-A reducer is a pure function `fn(tokens: LayerTokens, r: int, **options) -> Merge`. It decides, under
-`no_grad`, which tokens to combine or drop and returns a `Merge` closure that applies that plan to any
-(B, N, C) tensor laid out like the tokens (features, sizes, sources). Merging and pruning share this one
-interface, so every reducer removes exactly the same number of tokens per layer.
+A reducer is a pure function `fn(tokens: LayerTokens, r: int, **options) -> Plan`, registered with
+`@register(name, kind=..., acts=..., needs=..., ...)`. The registration is its spec: what kind of reduction it
+is, where in the block it acts, what it reads, its native budget knob, its default proportional attention and
+where its rules come from. The function holds only its maths: the block loop (`tomebench.patch`) clamps the
+budget to what the block's tokens allow, skips a block with nothing to remove, and applies the returned plan to
+features, sizes and sources. Options are read from the function's signature (`tomebench.reducers.options`) and
+checked once, when a configuration is planned.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from tomebench.errors import UsageError
+from tomebench.reducers.options import Option, canonical, options_of, validate
+from tomebench.reducers.plans import IDENTITY, Plan
 from tomebench.registry import Registry
 
-
-class Merge(Protocol):
-    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
-        """(B, N, C) -> (B, N - r, C); `mode` is how combined tokens reduce ("sum", "mean", "amax")."""
-        ...
+Kind = Literal["merge", "prune", "hybrid", "none"]
+# Where in a block the reducer acts: between attention and MLP (ToMe), before attention (MCTF's one-step-ahead
+# fusion), after the MLP (DCT).
+Site = Literal["attention-mlp", "before-attention", "after-mlp"]
+SITES: tuple[str, ...] = ("attention-mlp", "before-attention", "after-mlp")
+# What a reducer may read of a block (LayerTokens): the head-mean keys; the cls token's attention row (one 1 x N
+# row per head, so the block's attention stays fused); the full attention matrix (eager); q/k/v per head; the
+# block's input tokens; sizes.
+NEEDS = frozenset({"metric", "cls_attention", "attention", "qkv", "x", "size"})
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,7 @@ class LayerTokens:
 
     metric: (B, N, C) similarity features, by default the keys averaged over heads.
     size: (B, N, 1) how many input patches each token stands for; None while no token was merged.
-    layer: the block's index, so seeded reducers draw different numbers in different blocks.
+    layer: the block's index, so seeded reducers draw different numbers in different blocks; depth: the blocks.
     cls_attention: computes (B, N), the attention the cls token pays each token in this block (mean over heads,
         proportional attention applied); None when the model has no cls token. One (1 x N) row per head, so the
         block's own attention stays a fused SDPA call.
@@ -38,6 +48,9 @@ class LayerTokens:
         the full (N x N) attention, so it is eager; for models without a cls token.
     features: features(kind, heads) computes (B, N, C') other similarity features: kind "k", "q", "v" (per head,
         heads "mean" averaged -> C' = D or "concat" -> C' = H * D) or "x" (the block's input tokens, C' = C).
+    attention: computes the full attention probabilities (B, H, N, N) of this block (eager).
+    x: (B, N, C) the tokens the plan will be applied to (after the attention residual, or the block's output for
+        a reducer acting after the MLP).
     These are computed only when a reducer calls them.
     """
 
@@ -48,16 +61,92 @@ class LayerTokens:
     cls_attention: Callable[[], Tensor] | None = None
     mean_attention: Callable[[], Tensor] | None = None
     features: Callable[[str, str], Tensor] | None = None
+    attention: Callable[[], Tensor] | None = None
+    x: Tensor | None = None
+    depth: int = 0
 
 
-Reducer = Callable[..., Merge]
+@dataclass(frozen=True)
+class Layout:
+    """The token layout of a model at its configured input size, as a reducer's `refuses` check sees it."""
 
-REDUCERS: Registry[Reducer] = Registry("reducer")
+    num_tokens: int  # entering the first block, prefix tokens included
+    num_prefix_tokens: int
+    depth: int
+    has_cls: bool = True
 
 
-def do_nothing(x: Tensor, mode: str = "sum") -> Tensor:
-    """The Merge of a layer that removes nothing."""
-    return x
+def max_r(num_tokens: int, num_prefix_tokens: int) -> int:
+    """The most tokens one layer can remove: bipartite matching pairs at most half the non-prefix tokens."""
+    return max(num_tokens - num_prefix_tokens, 0) // 2
+
+
+@dataclass(frozen=True)
+class ReducerSpec:
+    """A registered reducer: its plan function and what it declares. Calling the spec is what the block loop does:
+    the budget clamped to what the tokens allow (`most`), nothing computed when there is nothing to remove."""
+
+    name: str
+    plan: Callable[..., Plan]
+    kind: Kind
+    acts: Site = "attention-mlp"
+    needs: frozenset[str] = frozenset({"metric"})
+    knob: str = "r"  # the native budget knob: "r" (tokens per block), or an option name (keep_rate, ratio, ...)
+    prop_attn: bool = True  # the authors' default; the model's own default (off for MAE) still applies on top
+    description: str = ""
+    source: str = ""  # where its rules come from: the authors' repository and commit, or the paper
+    options: tuple[Option, ...] = field(default=())
+    most: Callable[[int, int], int] = max_r  # (tokens, prefix tokens) -> the most one block can remove
+    # (options, layout) -> why these options cannot run on this model (one line), or None; asked once, when a
+    # configuration is planned, so a configuration that cannot run fails before anything is timed.
+    refuses: Callable[[dict, Layout], str | None] | None = None
+
+    def __call__(self, tokens: LayerTokens, r: int, **options: object) -> Plan:
+        r = min(r, self.most(tokens.metric.shape[1], tokens.num_prefix_tokens))
+        if r <= 0:
+            return IDENTITY
+        return self.plan(tokens, r, **options)
+
+    def check(self, options: dict, layout: Layout | None = None) -> dict:
+        """The options, checked against the declaration (UsageError on an unknown key or a bad value) and, given
+        the model's layout, against what that model can run."""
+        checked = validate(self.name, self.options, options)
+        if layout is not None and self.refuses is not None:
+            reason = self.refuses(self.defaults() | checked, layout)
+            if reason:
+                raise UsageError(reason)
+        return checked
+
+    def canonical(self, options: dict) -> tuple[tuple[str, object], ...]:
+        """Checked options without defaults and inert ones, sorted: a row's identity."""
+        return canonical(self.options, self.check(options))
+
+    def defaults(self) -> dict[str, object]:
+        return {option.name: option.default for option in self.options}
+
+
+REDUCERS: Registry[ReducerSpec] = Registry("reducer")
+
+
+def register(name: str, *, kind: Kind, acts: Site = "attention-mlp", needs: tuple[str, ...] = ("metric",),
+             knob: str = "r", prop_attn: bool = True, aliases: tuple[str, ...] = (), source: str = "",
+             most: Callable[[int, int], int] = max_r,
+             refuses: Callable[[dict, Layout], str | None] | None = None) -> Callable[[Callable[..., Plan]], Callable[..., Plan]]:
+    """Register a plan function `fn(tokens, r, **options) -> Plan` as a reducer; returns the function unchanged."""
+    if acts not in SITES:
+        raise ValueError(f"reducer {name!r}: acts must be one of {', '.join(SITES)}, got {acts!r}")
+    unknown = set(needs) - NEEDS
+    if unknown:
+        raise ValueError(f"reducer {name!r}: unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")
+
+    def add(fn: Callable[..., Plan]) -> Callable[..., Plan]:
+        lines = (fn.__doc__ or "").strip().splitlines()
+        spec = ReducerSpec(name, fn, kind, acts, frozenset(needs), knob, prop_attn, lines[0] if lines else "",
+                           source, tuple(options_of(fn)), most, refuses)
+        REDUCERS.register(name, aliases=aliases, description=spec.description)(spec)
+        return fn
+
+    return add
 
 
 _MASK32 = 0xFFFFFFFF
@@ -81,33 +170,3 @@ def seeded_keys(seed: int, n: int, device: torch.device | str | None = None) -> 
     """
     key = _hash32(int(seed) & _MASK32)
     return _hash32((torch.arange(n, device=device, dtype=torch.int64) + key) & _MASK32)
-
-
-def max_r(num_tokens: int, num_prefix_tokens: int) -> int:
-    """The most tokens one layer can remove: bipartite matching pairs at most half the non-prefix tokens."""
-    return max(num_tokens - num_prefix_tokens, 0) // 2
-
-
-def merge_tokens(
-    merge: Merge, x: Tensor, size: Tensor | None, source: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Apply a plan to features (size-weighted average, unless the plan's `combine` says otherwise), sizes (sum)
-    and sources (union).
-
-    x: (B, N, C); size: (B, N, 1) or None for all ones; source: (B, N, N0) 0/1 map to input tokens, or None.
-    Returns x (B, N - r, C), size (B, N - r, 1), source (B, N - r, N0) or None. For a pruning plan (a gather)
-    this reduces to keeping the selected rows unchanged.
-    """
-    if size is None:
-        size = torch.ones_like(x[..., :1])
-    combine = getattr(merge, "combine", "weighted")  # tome's ablation options; every other plan is weighted
-    if combine == "weighted":
-        x = merge(x * size, "sum")
-        size = merge(size, "sum")
-        x = x / size
-    else:  # plain average, max pool or keep one; sizes still add up, for proportional attention
-        x = merge(x, {"mean": "mean", "max": "amax", "keep": "keep"}[combine])
-        size = merge(size, "sum")
-    if source is not None:
-        source = merge(source, "amax")
-    return x, size, source

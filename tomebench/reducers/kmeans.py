@@ -8,11 +8,16 @@ keeps exactly N - r tokens, like every other reducer.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
-from tomebench.errors import UsageError
-from tomebench.reducers.base import REDUCERS, LayerTokens, Merge, do_nothing, max_r
+from tomebench.reducers.base import LayerTokens, register
+from tomebench.reducers.options import Range
+from tomebench.reducers.plans import Clusters, Plan
+
+MAX_ITERS = 100  # k-means on a few hundred tokens has long converged; more is a typo that would run for hours
 
 
 def kmeans_assign(metric: Tensor, size: Tensor | None, k: int, iters: int) -> Tensor:
@@ -38,25 +43,13 @@ def kmeans_assign(metric: Tensor, size: Tensor | None, k: int, iters: int) -> Te
     return assign
 
 
-@REDUCERS.register("kmeans", aliases=("k-means",))
-def kmeans(tokens: LayerTokens, r: int, iters: int = 5) -> Merge:
+@register("kmeans", kind="merge", aliases=("k-means",), needs=("metric", "size"),
+          source="the k-means clustering baseline of the ToMe paper's Table 2")
+def kmeans(tokens: LayerTokens, r: int, iters: Annotated[int, Range(0, MAX_ITERS)] = 5) -> Plan:
     """k-means merging: cluster the non-prefix tokens into N - r groups (cosine of head-mean keys), `iters` steps."""
-    if not isinstance(iters, int) or iters < 0:
-        raise UsageError(f"kmeans iters must be a whole number >= 0, got {iters!r}")
     p = tokens.num_prefix_tokens
-    n = tokens.metric.shape[1]
-    r = min(r, max_r(n, p))
-    if r <= 0:
-        return do_nothing
-    k = n - p - r
+    k = tokens.metric.shape[1] - p - r
     with torch.no_grad():
         size = None if tokens.size is None else tokens.size[:, p:]
         assign = kmeans_assign(tokens.metric[:, p:], size, k, iters)[..., None]  # (B, M, 1)
-
-    def merge(x: Tensor, mode: str = "sum") -> Tensor:
-        prefix, rest = x[:, :p], x[:, p:]
-        out = rest.new_zeros(rest.shape[0], k, rest.shape[-1])
-        out = out.scatter_reduce(1, assign.expand_as(rest), rest, reduce=mode, include_self=False)
-        return torch.cat([prefix, out], dim=1)
-
-    return merge
+    return Clusters(assign, k, p)

@@ -9,19 +9,21 @@ and accuracy come from the option itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor
 
-from tomebench.reducers.base import REDUCERS, LayerTokens, Merge, do_nothing, max_r, seeded_keys
+from tomebench.reducers.base import LayerTokens, max_r, register, seeded_keys
+from tomebench.reducers.options import Applies, Range
+from tomebench.reducers.plans import IDENTITY, Bipartite, Plan, Split
 
 Features = Literal["k", "q", "v", "x"]
 Distance = Literal["cosine", "dot", "euclidean"]
 Heads = Literal["mean", "concat"]
 Combine = Literal["weighted", "mean", "max", "keep"]
 Partition = Literal["alternating", "alternating-patches", "sequential", "random"]
+MAX_SEED = 2**31 - 1
 
 
 def similarity(a: Tensor, b: Tensor, distance: str) -> Tensor:
@@ -54,9 +56,7 @@ def partition_indices(
     return order[:na], order[na:]
 
 
-def _splitter(
-    num_tokens: int, p: int, partition: str, seed: int, device: torch.device
-) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]], int, int]:
+def make_split(num_tokens: int, p: int, partition: str, seed: int, device: torch.device) -> Split:
     """How to cut (B, N, C) tokens into sets A and B, and how many prefix tokens each set holds.
 
     "alternating" is the authors' split: A and B alternate over the whole sequence, prefix tokens included (the
@@ -65,15 +65,14 @@ def _splitter(
     splits are views (no copy); random gathers.
     """
     if partition == "alternating":
-        return (lambda x: (x[:, ::2], x[:, 1::2])), (p + 1) // 2, p // 2
+        return Split(partition, p, prefix_in_a=(p + 1) // 2, prefix_in_b=p // 2)
     if partition == "alternating-patches":
-        return (lambda x: (x[:, p::2], x[:, p + 1 :: 2])), 0, 0
+        return Split(partition, p)
     n = num_tokens - p
-    na = (n + 1) // 2
     if partition == "sequential":
-        return (lambda x: (x[:, p : p + na], x[:, p + na :])), 0, 0
+        return Split(partition, p, split_at=p + (n + 1) // 2)
     a_pos, b_pos = (pos + p for pos in partition_indices(n, partition, seed, device))
-    return (lambda x: (x[:, a_pos], x[:, b_pos])), 0, 0
+    return Split("indexed", p, a_pos=a_pos, b_pos=b_pos)
 
 
 def bipartite_soft_matching(
@@ -84,7 +83,7 @@ def bipartite_soft_matching(
     partition: str = "alternating",
     combine: str = "weighted",
     seed: int = 0,
-) -> Merge:
+) -> Plan:
     """Plan the merge of the r most similar (A, B) token pairs, as the authors' `bipartite_soft_matching` does.
 
     metric: (B, N, C). Tokens are split into sets A and B (by default alternating over the whole sequence, the
@@ -93,17 +92,18 @@ def bipartite_soft_matching(
     the scores is -inf (it is never merged away), a B prefix token's column is -inf (nothing merges into it).
     r is clamped to (N - prefix) // 2.
 
-    The Merge maps (B, N, C) to (B, N - r, C) laid out as [prefix tokens in order, unmerged A, B]. With prefix
+    The plan maps (B, N, C) to (B, N - r, C) laid out as [prefix tokens in order, unmerged A, B]. With prefix
     tokens the unmerged A tokens are put back in token order (the authors sort them to keep the cls token
     first, and so every later block sees the same alternation); without any they stay in descending-score order,
     as in the authors' code. `alternating-patches` (tomebench 0.1's split, over the non-prefix tokens only)
-    never restores the order. Its `combine` attribute tells merge_tokens how merged features combine.
+    never restores the order. `combine` is how merged features combine.
     """
     p = num_prefix_tokens
     r = min(r, max_r(metric.shape[1], p))
     if r <= 0:
-        return do_nothing
-    split, pa, pb = _splitter(metric.shape[1], p, partition, seed, metric.device)
+        return IDENTITY
+    split = make_split(metric.shape[1], p, partition, seed, metric.device)
+    pa = split.prefix_in_a
     in_order = p > 0 and partition != "alternating-patches"
 
     with torch.no_grad():
@@ -111,8 +111,8 @@ def bipartite_soft_matching(
         scores = similarity(a, b, distance)  # (B, Na, Nb)
         if pa:
             scores[:, :pa, :] = -math.inf  # prefix tokens in A are never merged away
-        if pb:
-            scores[:, :, :pb] = -math.inf  # nothing merges into a prefix token in B
+        if split.prefix_in_b:
+            scores[:, :, : split.prefix_in_b] = -math.inf  # nothing merges into a prefix token in B
         node_max, node_idx = scores.max(dim=-1)  # (B, Na): best B partner of each A token
         edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]  # (B, Na, 1)
         unm_idx = edge_idx[:, r:]  # A tokens that stay
@@ -121,21 +121,11 @@ def bipartite_soft_matching(
         if in_order:
             # Sorted, the A prefix tokens (the lowest positions, never merged) lead; they are taken from x itself.
             unm_idx = unm_idx.sort(dim=1).values[:, pa:]
-
-    def merge(x: Tensor, mode: str = "sum") -> Tensor:
-        src, dst = split(x)
-        batch, _, c = src.shape
-        unm = src.gather(dim=1, index=unm_idx.expand(batch, -1, c))  # (B, Na - r - pa, C)
-        if mode != "keep":  # keep one: the B token stays as it was, its A partner is dropped
-            src = src.gather(dim=1, index=src_idx.expand(batch, r, c))
-            dst = dst.scatter_reduce(1, dst_idx.expand(batch, r, c), src, reduce=mode)
-        return torch.cat([x[:, :p], unm, dst[:, pb:]], dim=1)
-
-    merge.combine = combine
-    return merge
+    return Bipartite(split, unm_idx, src_idx, dst_idx, combine)
 
 
-@REDUCERS.register("tome", aliases=("bipartite",))
+@register("tome", kind="merge", aliases=("bipartite",), needs=("metric", "qkv", "x"),
+          source="facebookresearch/ToMe@af95e4b tome/merge.py bipartite_soft_matching; tome/patch/timm.py")
 def tome(
     tokens: LayerTokens,
     r: int,
@@ -144,8 +134,8 @@ def tome(
     heads: Heads = "mean",
     combine: Combine = "weighted",
     partition: Partition = "alternating",
-    seed: int = 0,
-) -> Merge:
+    seed: Annotated[int, Range(0, MAX_SEED), Applies(partition="random")] = 0,
+) -> Plan:
     """Token Merging: bipartite soft matching on head-mean keys, size-weighted merge (the paper's default).
 
     features: what similarity is measured on (keys, queries, values, or the block input x); heads: per-head
@@ -159,9 +149,3 @@ def tome(
     metric = tokens.metric if default or tokens.features is None else tokens.features(features, heads)
     return bipartite_soft_matching(metric, r, tokens.num_prefix_tokens, distance, partition, combine,
                                    seed * 1000 + tokens.layer)
-
-
-@REDUCERS.register("none")
-def none(tokens: LayerTokens, r: int) -> Merge:
-    """No reduction: the unpatched model's token flow (the speedup baseline)."""
-    return do_nothing

@@ -1,0 +1,225 @@
+"""The measuring commands: `sweep`, `compare`, `ablate` and `schedules`. Each passes what it was given to
+`command_line` by name, builds the typed spec and hands it to the run."""
+
+from __future__ import annotations
+
+import typer
+
+from tomebench.cli.app import app, fail
+from tomebench.cli.options import (
+    AccTolOpt,
+    BaselineOpt,
+    BatchOpt,
+    CheckpointOpt,
+    CompileOpt,
+    ConfigOpt,
+    DataOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ExecutorOpt,
+    GroupOpt,
+    LabelsOpt,
+    LatencyOpt,
+    LimitOpt,
+    MaxRetimeOpt,
+    ModelArgOpt,
+    ModelOpt,
+    OneROpt,
+    OptionOpt,
+    OutOpt,
+    PretrainedOpt,
+    PropAttnOpt,
+    RayAddressOpt,
+    ReducerOpt,
+    ReducersOpt,
+    RepeatsOpt,
+    ResumeOpt,
+    ROpt,
+    SamplesOpt,
+    ScheduleOpt,
+    SeedOpt,
+    SpeedupTolOpt,
+    TargetSpeedupOpt,
+    WorkersOpt,
+)
+from tomebench.cli.run import ablation_report, measure
+from tomebench.cli.spec import ablate_r, command_line, run_spec
+from tomebench.errors import TomebenchError, UsageError
+from tomebench.report.gate import Tolerances
+
+
+@app.command(short_help="Sweep r for one reducer: speedup, GFLOPs, tokens, accuracy.")
+def sweep(
+    ctx: typer.Context,
+    model: ModelOpt = "demo",
+    r: ROpt = None,
+    reducer: ReducerOpt = "tome",
+    schedule: ScheduleOpt = "constant",
+    prop_attn: PropAttnOpt = None,
+    batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
+    out: OutOpt = None,
+    repeats: RepeatsOpt = None,
+    workers: WorkersOpt = None,
+    opt: OptionOpt = None,
+    baseline: BaselineOpt = None,
+    acc_tol: AccTolOpt = Tolerances.acc,
+    speedup_tol: SpeedupTolOpt = Tolerances.speedup,
+    resume: ResumeOpt = False,
+    group_size: GroupOpt = 8,
+    max_retime: MaxRetimeOpt = 2,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sweep r for one reducer: throughput (interleaved with the unpatched model), GFLOPs, accuracy."""
+    try:
+        args = command_line(
+            ctx, model=model, r=r, reducer=reducer, schedule=schedule, prop_attn=prop_attn, batch_size=batch_size,
+            compile=compile, latency=latency, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
+            pretrained=pretrained, checkpoint=checkpoint, model_arg=model_arg, out=out, repeats=repeats,
+            workers=workers, opt=opt, baseline=baseline, acc_tol=acc_tol, speedup_tol=speedup_tol, resume=resume,
+            group_size=group_size, max_retime=max_retime, executor=executor, ray_address=ray_address, config=config)
+        measure("sweep", args, run_spec("sweep", args))
+    except TomebenchError as exc:
+        raise fail(exc) from None
+
+
+@app.command(short_help="Compare reducers at the same r, in one interleaved run.")
+def compare(
+    ctx: typer.Context,
+    reducers: ReducersOpt = None,
+    model: ModelOpt = "demo",
+    r: ROpt = None,
+    schedule: ScheduleOpt = "constant",
+    prop_attn: PropAttnOpt = None,
+    batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
+    out: OutOpt = None,
+    repeats: RepeatsOpt = None,
+    workers: WorkersOpt = None,
+    opt: OptionOpt = None,
+    baseline: BaselineOpt = None,
+    acc_tol: AccTolOpt = Tolerances.acc,
+    speedup_tol: SpeedupTolOpt = Tolerances.speedup,
+    resume: ResumeOpt = False,
+    group_size: GroupOpt = 8,
+    max_retime: MaxRetimeOpt = 2,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compare reducers at the same r: one run, interleaved timing, one data pass, one CSV and Pareto plot."""
+    try:
+        args = command_line(
+            ctx, model=model, r=r, reducers=reducers, schedule=schedule, prop_attn=prop_attn, batch_size=batch_size,
+            compile=compile, latency=latency, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
+            pretrained=pretrained, checkpoint=checkpoint, model_arg=model_arg, out=out, repeats=repeats,
+            workers=workers, opt=opt, baseline=baseline, acc_tol=acc_tol, speedup_tol=speedup_tol, resume=resume,
+            group_size=group_size, max_retime=max_retime, executor=executor, ray_address=ray_address, config=config)
+        measure("compare", args, run_spec("compare", args))
+    except TomebenchError as exc:
+        raise fail(exc) from None
+
+
+@app.command("ablate", short_help="The paper's Table 1: every ToMe option varied alone.")
+def ablate_command(
+    ctx: typer.Context,
+    model: ModelOpt = "demo",
+    r: OneROpt = None,
+    batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
+    out: OutOpt = None,
+    repeats: RepeatsOpt = None,
+    workers: WorkersOpt = None,
+    resume: ResumeOpt = False,
+    max_retime: MaxRetimeOpt = 2,
+    config: ConfigOpt = None,
+) -> None:
+    """The paper's Table 1: every ToMe option varied alone from the defaults, in one run (interleaved timing, one
+    data pass). Writes the CSV, a Markdown table per factor (<out>.md) and the speed-accuracy plot."""
+    from tomebench.studies import ablate
+
+    try:
+        if r is not None and r < 0:
+            raise UsageError(f"--r must be >= 0, got {r}")
+        args = command_line(
+            ctx, model=model, r=r, batch_size=batch_size, compile=compile, latency=latency, device=device,
+            dtype=dtype, data=data, labels=labels, limit=limit, pretrained=pretrained, checkpoint=checkpoint,
+            model_arg=model_arg, out=out, repeats=repeats, workers=workers, resume=resume, max_retime=max_retime,
+            config=config)
+        # One group: every option timed interleaved and evaluated in one data pass.
+        plan = dict(configs=ablate.plan(ablate_r(args.r)), group_size=0)
+        out_path = measure("ablate", args, run_spec("ablate", args, plan), report=True)
+        ablation_report(out_path)
+    except TomebenchError as exc:
+        raise fail(exc) from None
+
+
+@app.command("schedules", short_help="The paper's schedule search (Figures 2 and 7).")
+def schedules_command(
+    ctx: typer.Context,
+    model: ModelOpt = "demo",
+    samples: SamplesOpt = 100,
+    target_speedup: TargetSpeedupOpt = 1.5,
+    seed: SeedOpt = 0,
+    batch_size: BatchOpt = None,
+    compile: CompileOpt = None,
+    latency: LatencyOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    pretrained: PretrainedOpt = True,
+    checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
+    out: OutOpt = None,
+    repeats: RepeatsOpt = None,
+    workers: WorkersOpt = None,
+    resume: ResumeOpt = False,
+    group_size: GroupOpt = 8,
+    max_retime: MaxRetimeOpt = 2,
+    config: ConfigOpt = None,
+) -> None:
+    """The paper's schedule search (Figures 2 and 7): random per-block schedules around a target speedup, measured
+    against the constant, decreasing and increasing ones; plots them and the average r per block of the best."""
+    from tomebench.studies import schedules as search
+
+    try:
+        args = command_line(
+            ctx, model=model, samples=samples, target_speedup=target_speedup, seed=seed, batch_size=batch_size,
+            compile=compile, latency=latency, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
+            pretrained=pretrained, checkpoint=checkpoint, model_arg=model_arg, out=out, repeats=repeats,
+            workers=workers, resume=resume, group_size=group_size, max_retime=max_retime, config=config)
+        plan = dict(configs=search.plan(args.samples, args.target_speedup, args.seed))
+        measure("schedules", args, run_spec("schedules", args, plan), figure=search.figure)
+    except TomebenchError as exc:
+        raise fail(exc) from None

@@ -1,0 +1,96 @@
+"""From a spec and the loaded model to the configurations a sweep measures, each decided once.
+
+`plan_configs` lists them (the unpatched baseline first, then every reducer at every r, or the study's own
+list); `decide` turns each into the frozen `PatchInfo` that timing and evaluation install without checking
+anything again. A configuration the model cannot run (a reducer option its layout refuses) is decided as an
+error, which becomes that configuration's row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tomebench.engine.spec import Config, RunSpec
+from tomebench.errors import UsageError, one_line
+from tomebench.models import LoadedModel
+from tomebench.patch import PatchInfo, depth as model_depth, num_input_tokens, num_prefix_tokens, plan_patch
+from tomebench.reducers import REDUCERS
+from tomebench.schedule import distinct_r, full_r, layer_schedule
+
+
+def plan_configs(spec: RunSpec, loaded: LoadedModel, notes: list[str] | None = None) -> list[Config]:
+    """The unpatched baseline first, then every (reducer, r), reducers in the order given (or spec.configs).
+
+    r values that give the same effective per-block schedule on this model (every r above what its tokens allow,
+    say) are one configuration: the first is kept, and a line added to `notes` says so."""
+    notes = notes if notes is not None else []
+    model = loaded.model
+    depth = model_depth(model)
+    if spec.configs is not None:
+        planned = list(spec.configs(loaded) if callable(spec.configs) else spec.configs)
+        for cfg in planned:
+            REDUCERS.get(cfg.reducer).check(dict(cfg.options))
+    else:
+        r_values = spec.r
+        if r_values is None:
+            r_values = tuple(range(full_r(num_input_tokens(model), num_prefix_tokens(model), depth) + 1))
+        if spec.schedule.explicit:
+            # An explicit per-block list is one configuration; its r is the mean tokens removed per block.
+            layer_schedule(spec.schedule.blocks, depth)  # one r per block, exactly: refuses short and long lists
+            r_values = (sum(spec.schedule.blocks) // depth,)
+        else:
+            r_values = _distinct_r(r_values, spec, loaded, notes)
+        planned = []
+        for choice in spec.reducers:
+            if choice.name != "none":
+                planned += [Config(choice.name, r, spec.schedule, spec.prop_attn, choice.options) for r in r_values]
+            for option in choice.inert:
+                notes.append(f"{choice.name}.{option}: it changes nothing with the other options, so it is left out "
+                             "of the rows")
+    for cfg in planned:
+        if cfg.schedule.explicit:
+            layer_schedule(cfg.schedule.blocks, depth)
+    return [Config("none", 0)] + [cfg for cfg in planned if cfg.reducer != "none"]
+
+
+def _distinct_r(r_values, spec: RunSpec, loaded: LoadedModel, notes: list[str]) -> list[int]:
+    model = loaded.model
+    kept, cap = distinct_r(r_values, spec.schedule, model_depth(model), num_input_tokens(model),
+                           num_prefix_tokens(model))
+    if len(kept) < len(r_values):
+        notes.append(f"{len(r_values)} r values asked, {len(kept)} distinct on {loaded.name}: from r={cap} on, every "
+                     f"block of the {spec.schedule.label} schedule removes as many tokens as it can, and r values "
+                     f"with the same per-block schedule are measured once (r={runs(kept)})")
+    return kept
+
+
+def runs(values: list[int]) -> str:
+    """[0, 1, 2, 3, 7, 9, 10] -> "0..3,7,9..10": a long list of r in a line that stays short."""
+    parts: list[list[int]] = []
+    for v in values:
+        if parts and v == parts[-1][-1] + 1:
+            parts[-1].append(v)
+        else:
+            parts.append([v])
+    return ",".join(f"{p[0]}..{p[-1]}" if len(p) > 2 else ",".join(map(str, p)) for p in parts)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A configuration decided for the loaded model: its patch (None for the unpatched model), or why it cannot
+    run."""
+
+    patch: PatchInfo | None = None
+    error: str | None = None
+
+
+def decide(model, cfg: Config) -> Decided:
+    """The patch of one configuration, checked once. A UsageError (options the model's layout refuses) is the
+    configuration's error, not the sweep's."""
+    if cfg.reducer == "none":
+        return Decided()
+    requested = cfg.schedule.blocks if cfg.schedule.explicit else cfg.r
+    try:
+        return Decided(plan_patch(model, cfg.reducer, requested, cfg.schedule, cfg.prop_attn, **dict(cfg.options)))
+    except UsageError as exc:
+        return Decided(error=one_line(exc))

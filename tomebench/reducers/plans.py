@@ -1,0 +1,158 @@
+"""What a reducer returns: a typed plan for one block, computed once and applied to every tensor laid out like the
+tokens (features, sizes, sources).
+
+A plan says which tokens are kept and which are combined, and how. `plan(x, mode)` maps a (B, N, C) tensor to
+(B, N', C), combined rows reduced by `mode` ("sum", "mean", "amax", or "keep": the destination row as it was);
+`plan.apply(x, size, source)` carries the block's tokens through it: features by the plan's `combine` rule (a
+size-weighted average by default), sizes summed, sources united. The block loop only ever calls `apply`, so a new
+kind of plan (a fused token, a prune-then-merge) is a new class here, not a branch in the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+# How the features of combined tokens merge: a size-weighted average (ToMe), a plain average, max pool, or keep
+# the destination token as it was (its partner is dropped).
+COMBINE_MODES = {"mean": "mean", "max": "amax", "keep": "keep"}
+
+
+class Plan:
+    """Base of every plan. Subclasses implement `__call__`; `combines` False marks a plan that only drops tokens."""
+
+    combines: ClassVar[bool] = True
+    combine: str = "weighted"
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        """(B, N, C) -> (B, N', C)."""
+        raise NotImplementedError
+
+    def apply(self, x: Tensor, size: Tensor | None, source: Tensor | None
+              ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Tokens x (B, N, C), sizes (B, N, 1) or None (all ones), sources (B, N, N0) or None -> the same after the
+        plan. A plan that only drops tokens leaves sizes None, so later blocks' attention stays unbiased."""
+        if not self.combines:
+            return self(x), None if size is None else self(size), None if source is None else self(source, "amax")
+        if size is None:
+            size = torch.ones_like(x[..., :1])
+        if self.combine == "weighted":
+            x = self(x * size, "sum")
+            size = self(size, "sum")
+            x = x / size
+        else:  # plain average, max pool or keep one; sizes still add up, for proportional attention
+            x = self(x, COMBINE_MODES[self.combine])
+            size = self(size, "sum")
+        if source is not None:
+            source = self(source, "amax")
+        return x, size, source
+
+
+class _Identity(Plan):
+    """Nothing to do: every tensor passes through (what a block with r = 0 runs)."""
+
+    combines: ClassVar[bool] = False
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        return x
+
+    def apply(self, x, size, source):
+        return x, size, source
+
+
+IDENTITY: Plan = _Identity()
+
+
+@dataclass(frozen=True, eq=False)
+class Keep(Plan):
+    """Pruning: keep the rows `index` (B, N', 1) of every tensor, drop the rest."""
+
+    index: Tensor
+    combines: ClassVar[bool] = False
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        return x.gather(dim=1, index=self.index.expand(-1, -1, x.shape[-1]))
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """How bipartite matching cuts (B, N, C) tokens into sets A and B.
+
+    partition: "alternating" (even / odd positions of the whole sequence, prefix tokens included),
+    "alternating-patches" (of the non-prefix tokens), "sequential" (first / second half of the non-prefix
+    tokens, A ending at `split_at`) or "indexed" (the positions a_pos, b_pos). prefix_in_a / prefix_in_b: how
+    many prefix tokens each set holds (alternating only)."""
+
+    partition: str
+    num_prefix: int
+    prefix_in_a: int = 0
+    prefix_in_b: int = 0
+    split_at: int = 0
+    a_pos: Tensor | None = None
+    b_pos: Tensor | None = None
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, N, C) -> A (B, Na, C), B (B, Nb, C); views where the partition allows it, no copy."""
+        p = self.num_prefix
+        if self.partition == "alternating":
+            return x[:, ::2], x[:, 1::2]
+        if self.partition == "alternating-patches":
+            return x[:, p::2], x[:, p + 1 :: 2]
+        if self.partition == "sequential":
+            return x[:, p : self.split_at], x[:, self.split_at :]
+        return x[:, self.a_pos], x[:, self.b_pos]
+
+
+@dataclass(frozen=True, eq=False)
+class Bipartite(Plan):
+    """Bipartite merging (ToMe): the A tokens `src_idx` (B, r, 1) merge into their B partners `dst_idx` (B, r, 1);
+    the A tokens `unm_idx` (B, Na - r - prefix_in_a, 1) stay. Output layout: [the prefix tokens, unmerged A, B
+    without its prefix tokens]."""
+
+    split: Split
+    unm_idx: Tensor
+    src_idx: Tensor
+    dst_idx: Tensor
+    combine: str = "weighted"
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        src, dst = self.split(x)
+        batch, _, c = src.shape
+        r = self.src_idx.shape[1]
+        unm = src.gather(dim=1, index=self.unm_idx.expand(batch, -1, c))  # (B, Na - r - pa, C)
+        if mode != "keep":  # keep one: the B token stays as it was, its A partner is dropped
+            src = src.gather(dim=1, index=self.src_idx.expand(batch, r, c))
+            dst = dst.scatter_reduce(1, self.dst_idx.expand(batch, r, c), src, reduce=mode)
+        return torch.cat([x[:, : self.split.num_prefix], unm, dst[:, self.split.prefix_in_b :]], dim=1)
+
+
+@dataclass(frozen=True, eq=False)
+class Clusters(Plan):
+    """Clustering: each non-prefix token joins cluster `assign` (B, M, 1) in [0, k); the output is [prefix
+    tokens, cluster 0, ..., cluster k - 1], each cluster the combination of its members."""
+
+    assign: Tensor
+    k: int
+    num_prefix: int
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        p = self.num_prefix
+        prefix, rest = x[:, :p], x[:, p:]
+        out = rest.new_zeros(rest.shape[0], self.k, rest.shape[-1])
+        out = out.scatter_reduce(1, self.assign.expand_as(rest), rest, reduce=mode, include_self=False)
+        return torch.cat([prefix, out], dim=1)
+
+
+def merge_tokens(plan: Plan, x: Tensor, size: Tensor | None, source: Tensor | None
+                 ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Apply a plan to features, sizes and sources, with sizes made explicit (all ones when None).
+
+    x: (B, N, C); size: (B, N, 1) or None for all ones; source: (B, N, N0) 0/1 map to input tokens, or None.
+    Returns x (B, N', C), size (B, N', 1), source (B, N', N0) or None."""
+    x, size, source = plan.apply(x, size, source)
+    if size is None:
+        size = torch.ones_like(x[..., :1])
+    return x, size, source

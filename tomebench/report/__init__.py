@@ -1,0 +1,1 @@
+"""Reporting from CSVs only: console tables, Markdown, figures and the regression gate. Nothing here measures."""

@@ -1,0 +1,290 @@
+"""Figures from tomebench CSVs. Pure: a DataFrame in, a matplotlib Figure out; nothing here measures.
+
+Figures are built with `matplotlib.figure.Figure` directly (no pyplot), so no global backend state is touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+
+from tomebench.results.csv import atomic_file
+
+BASELINE = "none"
+
+
+def usable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows that were measured (no error) and have a throughput."""
+    ok = frame["error"].isna() | (frame["error"].astype("string").str.len() == 0)
+    return frame[ok & frame["infer_samples_per_sec"].notna()]
+
+
+def pareto_frontier(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points no other point beats on both x and y (both higher-is-better), sorted by x."""
+    points = frame.dropna(subset=[x, y]).sort_values([x, y], ascending=[False, False])
+    best_y, keep = float("-inf"), []
+    for index, value in points[y].items():
+        if value > best_y:
+            keep.append(index)
+            best_y = value
+    return points.loc[keep].sort_values(x)
+
+
+def _title(frame: pd.DataFrame, what: str) -> str:
+    first = frame.iloc[0]
+    device = first.get("device_name") if pd.notna(first.get("device_name")) else first.get("device")
+    return f"{what}\n{first['model']} · {device} · {first['dtype']} · batch {first['infer_batch_size']}"
+
+
+def variant(frame: pd.DataFrame) -> pd.Series:
+    """What a curve is named: the reducer, with its non-default options and schedule, e.g. "tome [features=q]", and
+    "no prop_attn" where rows of that reducer run both with and without proportional attention (an ablation)."""
+    blank = pd.Series("", frame.index)
+    options = frame["reducer_options"].fillna("").astype(str) if "reducer_options" in frame else blank
+    schedule = frame["schedule"].fillna("constant").astype(str) if "schedule" in frame else blank + "constant"
+    extra = (options + ("," + schedule).where(schedule != "constant", "")).str.strip(",")
+    if "prop_attn" in frame:
+        prop = frame["prop_attn"].astype(str).str.lower() == "true"
+        mixed = prop.groupby(frame["reducer"]).transform("nunique") > 1
+        extra = (extra + ",no prop_attn").where(mixed & ~prop, extra).str.strip(",")
+    mode = frame["compile"].fillna("").astype(str) if "compile" in frame else blank
+    if mode.nunique() > 1:  # compiled and eager rows in one frame: separate curves, never points of one
+        extra = (extra + (",compiled " + mode).where(mode != "", ",eager")).str.strip(",")
+    return frame["reducer"].astype(str) + (" [" + extra + "]").where(extra != "", "")
+
+
+def _curves(frame: pd.DataFrame):
+    """(name, rows sorted by r) for each reducer variant; the unpatched baseline comes separately."""
+    frame = frame[frame["reducer"] != BASELINE]
+    for name, rows in frame.groupby(variant(frame), sort=False):
+        yield name, rows.sort_values("r")
+
+
+def speedup_bounds(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(p10, p90) of each row's speedup: the paired per-round ratios when the CSV has them; for older CSVs, the
+    row's own images/s p10/p90 over its unpatched reference (`baseline_samples_per_sec`, else images/s / speedup).
+    Rows with neither give NaN (no error bar)."""
+    speedup = pd.to_numeric(frame["speedup"], errors="coerce")
+    rate = pd.to_numeric(frame.get("infer_samples_per_sec"), errors="coerce")
+    reference = pd.to_numeric(frame.get("baseline_samples_per_sec", pd.Series(float("nan"), frame.index)),
+                              errors="coerce").fillna(rate / speedup)
+    bounds = []
+    for paired, raw in (("speedup_p10", "infer_samples_per_sec_p10"), ("speedup_p90", "infer_samples_per_sec_p90")):
+        derived = pd.to_numeric(frame.get(raw, pd.Series(float("nan"), frame.index)), errors="coerce") / reference
+        own = frame.get(paired, pd.Series(float("nan"), frame.index))
+        bounds.append(pd.to_numeric(own, errors="coerce").fillna(derived))
+    return bounds[0], bounds[1]
+
+
+def speedup_errors(frame: pd.DataFrame, column: str = "speedup"):
+    """matplotlib's (2, N) xerr/yerr for a speedup column (None for any other column): the distances from each
+    median down to its p10 and up to its p90."""
+    if column != "speedup":
+        return None
+    lo, hi = speedup_bounds(frame)
+    value = pd.to_numeric(frame[column], errors="coerce")
+    # A median can sit outside its own p10-p90 only by rounding; never draw a negative bar.
+    return [(value - lo).clip(lower=0).fillna(0).to_numpy(), (hi - value).clip(lower=0).fillna(0).to_numpy()]
+
+
+def monotone(values: pd.Series) -> bool:
+    return bool(values.is_monotonic_increasing or values.is_monotonic_decreasing)
+
+
+SPEEDUP_LABEL = "speedup over the unpatched model (x; bars: p10-p90 of paired rounds)"
+
+
+def speed_accuracy(frame: pd.DataFrame) -> Figure:
+    """Speedup against top-1: each reducer's points with p10-p90 bars, its points joined in r order only where
+    speedup rises or falls steadily with r (a line through noise would suggest a trend that is not there), the
+    Pareto frontier as a staircase, and labels (r=...), none overlapping: the frontier's and each reducer's ends
+    first, the others where there is room.
+
+    The speed axis is always the paired `speedup`: raw images/s of different timing groups are not comparable.
+    """
+    frame = usable(frame).dropna(subset=["top1", "speedup"])
+    if frame.empty:
+        raise ValueError("no row has both a speedup and a top-1 accuracy")
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    x = "speedup"
+    points = []  # (x, y, text, priority, colour): what may be labelled; lower priority first
+    curves = list(_curves(frame))
+    # More variants than tab10 has colours (an ablation's 13): tab20, so no two share a colour.
+    palette = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
+    for (reducer, rows), colour in zip(curves, palette * (1 + len(curves) // len(palette))):
+        ax.errorbar(rows[x], rows["top1"], xerr=speedup_errors(rows), fmt="o", markersize=5, capsize=2,
+                    elinewidth=0.8, alpha=0.9, label=reducer, zorder=3, color=colour)
+        if len(rows) > 1 and monotone(rows[x]):
+            ax.plot(rows[x], rows["top1"], color=colour, linewidth=1, alpha=0.5, zorder=2,
+                    label=f"_{reducer} in r order")
+        for position, (_, row) in enumerate(rows.iterrows()):
+            end = position in (0, len(rows) - 1)
+            points.append((row[x], row["top1"], f"r={row['r']}", 1 if end else 2, colour))
+    base = frame[frame["reducer"] == BASELINE]
+    if not base.empty:
+        ax.scatter(base[x], base["top1"], marker="*", s=160, color="black", zorder=4, label="unpatched")
+    front = pareto_frontier(frame, x, "top1")
+    # The staircase of what is attainable: at any speed up to a frontier point's, that point's accuracy.
+    ax.plot(front[x], front["top1"], drawstyle="steps-pre", linestyle="--", color="black", linewidth=1, alpha=0.6,
+            zorder=4, label="Pareto frontier")
+    ax.scatter(front[x], front["top1"], s=120, facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
+    on_front = {(float(a), float(b)) for a, b in zip(front[x], front["top1"])}
+    # Every point may be labelled; the frontier's first, then each reducer's ends, then the rest where room is left.
+    labels = [(a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour)
+              for a, b, text, prio, colour in points]
+    ax.set_xlabel(SPEEDUP_LABEL)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    dataset = frame["dataset"].dropna()
+    ax.set_title(_title(frame, f"Speed vs accuracy{' on ' + str(dataset.iloc[0]) if len(dataset) else ''}"))
+    if frame.loc[frame["reducer"] != BASELINE, "r"].nunique() > 1:  # one r throughout (an ablation): nothing to say
+        # Marker half-widths in points: a plain point, a frontier ring (s=120), the unpatched star (s=160).
+        obstacles = [(a, b, 4) for a, b in zip(frame[x], frame["top1"])]
+        obstacles += [(a, b, 7) for a, b in zip(front[x], front["top1"])]
+        obstacles += [(a, b, 7) for a, b in zip(base[x], base["top1"])]
+        place_labels(ax, labels, obstacles)
+    return fig
+
+
+# Where a label may go, in points from its point: right, above-right, below-right, left, above, below, further out.
+# The second ring clears the larger markers (a frontier ring, the unpatched star).
+_OFFSETS = ((5, 3), (5, 9), (5, -11), (-5, 3), (-5, -11), (0, 11), (0, -15), (9, 1), (9, -9), (-9, 1), (-9, -9),
+            (0, 14), (0, -19), (12, 16), (12, -20), (-12, 16), (-12, -20))
+
+
+def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
+    """Annotate (x, y, text, priority, colour) points so that no two labels overlap each other or a marker
+    (obstacles: (x, y, half-width in points)).
+
+    Labels are placed in priority order (lower first), each at the first free offset of _OFFSETS inside the axes; a
+    label with no free place is left out rather than drawn over another. Returns how many were placed. The geometry is
+    taken after the figure's layout, in display units, with text sized by its character count.
+    """
+    fig = ax.figure
+    fig.draw_without_rendering()  # settle the constrained layout, so data -> display is final
+    to_display = ax.transData.transform
+    scale = fig.dpi / 72  # points -> display units
+    frame = ax.bbox  # a label must not leave the axes, where the spine or the title would cut it
+    taken = []
+    for a, b, half in obstacles:
+        px, py = to_display((a, b))
+        taken.append((px - half * scale, py - half * scale, px + half * scale, py + half * scale))
+    placed = 0
+    for a, b, text, _, colour in sorted(labels, key=lambda item: item[3]):
+        px, py = to_display((a, b))
+        width, height = 0.62 * fontsize * len(text) * scale, fontsize * scale
+        for dx, dy in _OFFSETS:
+            left = px + dx * scale - (width if dx < 0 else width / 2 if dx == 0 else 0)
+            bottom = py + dy * scale
+            box = (left, bottom, left + width, bottom + height)
+            inside = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
+            if inside and all(box[2] <= t[0] or box[0] >= t[2] or box[3] <= t[1] or box[1] >= t[3] for t in taken):
+                gap = 3 * scale  # so neighbouring labels never read as one ("r=7r=1")
+                taken.append((box[0] - gap, box[1], box[2] + gap, box[3]))
+                align = "right" if dx < 0 else "center" if dx == 0 else "left"
+                note = ax.annotate(text, (a, b), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                                   ha=align, va="bottom", color=colour)
+                note.set_in_layout(False)  # placed against the settled layout; must not move it
+                placed += 1
+                break
+    return placed
+
+
+def metric_vs_r(frame: pd.DataFrame, column: str, label: str) -> Figure:
+    """`column` against r, one curve per reducer; the unpatched value as a horizontal line."""
+    frame = usable(frame).dropna(subset=[column])
+    if frame.empty:
+        raise ValueError(f"no measured row has {column}")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for reducer, rows in _curves(frame):
+        # x is r, so a line in r order is honest here; speedup gets its p10-p90 bars.
+        ax.errorbar(rows["r"], rows[column], yerr=speedup_errors(rows, column), marker="o", markersize=4, capsize=2,
+                    elinewidth=0.8, label=reducer)
+    base = frame[frame["reducer"] == BASELINE]
+    if not base.empty:
+        ax.axhline(float(base[column].iloc[0]), color="black", linestyle=":", linewidth=1, label="unpatched")
+    ax.set_xlabel("r (tokens removed per block)")
+    # The speedup label with its bar legend is wider than the figure is tall: its parenthesis goes on a second line.
+    ax.set_ylabel(label.replace(" (", "\n(", 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(frame, f"{label.split(' (')[0]} vs r"))
+    return fig
+
+
+def main_figure(frame: pd.DataFrame) -> Figure:
+    """The figure a sweep writes: speed vs accuracy when accuracy was measured, else speedup vs r."""
+    if usable(frame)["top1"].notna().any():
+        return speed_accuracy(frame)
+    return metric_vs_r(frame, "speedup", SPEEDUP_LABEL)
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """Write fig as stem.png (150 dpi) and stem.svg; return the paths."""
+    stem = Path(stem)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for path in paths:
+        with atomic_file(path, "wb") as handle:
+            fig.savefig(handle, format=path.suffix[1:], dpi=150)
+    return paths
+
+
+def batch_sizes(frame: pd.DataFrame) -> list[int]:
+    """The batch sizes a CSV's measured rows were timed at, smallest first."""
+    return sorted(int(b) for b in usable(frame)["infer_batch_size"].dropna().unique())
+
+
+def at_largest_batch(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the largest batch size when a CSV has several, else all rows. Figures against r (or speed
+    against accuracy) draw one point per configuration; a CSV with several batch sizes has one per size, and
+    images/s and speedup depend on the size, so those figures show one size (their title names it)."""
+    sizes = batch_sizes(frame)
+    return frame if len(sizes) < 2 else frame[frame["infer_batch_size"] == sizes[-1]]
+
+
+def speedup_vs_batch(frame: pd.DataFrame) -> Figure:
+    """Speedup over the unpatched model at the same batch size, against the batch size (log axis): one line per
+    reducer variant and r with p10-p90 bars, the unpatched model's 1.0 marked. Where ToMe starts to pay."""
+    frame = usable(frame).dropna(subset=["speedup"])
+    if len(batch_sizes(frame)) < 2:
+        raise ValueError("speedup vs batch size needs rows at two batch sizes or more")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhline(1.0, color="black", linestyle=":", linewidth=1, label="unpatched (1.0)")
+    patched = frame[frame["reducer"] != BASELINE]
+    for (name, r), rows in patched.groupby([variant(patched), "r"], sort=False):
+        rows = rows.sort_values("infer_batch_size")
+        # The bars show how far the paired rounds spread: at small batches on a busy machine they can dwarf the
+        # differences between batch sizes, and a bare line would hide that.
+        ax.errorbar(rows["infer_batch_size"], rows["speedup"], yerr=speedup_errors(rows), marker="o", capsize=2,
+                    label=f"{name} r={r}")
+    sizes = batch_sizes(frame)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("batch size (images)")
+    ax.set_ylabel("speedup over unpatched, same batch size\n(x; bars: p10-p90 of paired rounds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    first = frame.iloc[0]
+    device = first.get("device_name") if pd.notna(first.get("device_name")) else first.get("device")
+    compiled = f" · compiled ({first['compile']})" if isinstance(first.get("compile"), str) and first["compile"] else ""
+    ax.set_title(f"Speedup vs batch size\n{first['model']} · {device} · {first['dtype']}{compiled}")
+    return fig
+
+
+def figures():
+    """What `plot` draws: name -> figure builder, each from a DataFrame of a tomebench CSV."""
+    one = at_largest_batch  # one point per configuration: a CSV with several batch sizes shows the largest
+    return {
+        "speed-accuracy": lambda frame: speed_accuracy(one(frame)),
+        "top1-vs-r": lambda frame: metric_vs_r(one(frame), "top1", "top-1 accuracy (%)"),
+        "speedup-vs-r": lambda frame: metric_vs_r(one(frame), "speedup", SPEEDUP_LABEL),
+        "gflops-vs-r": lambda frame: metric_vs_r(one(frame), "infer_gflops", "GFLOPs per image"),
+        "speedup-vs-batch": speedup_vs_batch,
+    }

@@ -58,9 +58,18 @@ def bench(name: str, batch_size: int, repeats: int, mode: str) -> list[dict]:
             compile_s = first - (time.perf_counter() - begin)
             label = "unpatched" if r == 0 else f"tome r={r}"
             agree = (compiled_logits.argmax(-1) == eager_logits.argmax(-1)).float().mean().item()
-            results += [dict(model=name, config=label, mode="eager", r=r),
-                        dict(model=name, config=label, mode="compiled", r=r, compile_s=compile_s, top1_agree=agree,
-                             max_logit_diff=(compiled_logits - eager_logits).abs().max().item())]
+            results += [
+                dict(model=name, config=label, mode="eager", r=r),
+                dict(
+                    model=name,
+                    config=label,
+                    mode="compiled",
+                    r=r,
+                    compile_s=compile_s,
+                    top1_agree=agree,
+                    max_logit_diff=(compiled_logits - eager_logits).abs().max().item(),
+                ),
+            ]
             candidates += [
                 Candidate(f"{label} eager", lambda r=r: _configure(model, r), lambda: model(batch), batch_size),
                 Candidate(f"{label} compiled", lambda: None, lambda module=module: module(batch), batch_size),
@@ -109,24 +118,33 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print where ToMe r=16's CPU time goes")
     args = parser.parse_args()
     torch._inductor.config.force_disable_caches = not args.warm_cache
-    print(f"batch {args.batch_size}, fp32, CPU, {torch.get_num_threads()} threads, compile mode {args.mode}, "
-          f"{args.repeats} interleaved repeats, inductor cache {'on' if args.warm_cache else 'off (cold compiles)'}")
-    print(f"{'model':>24} {'config':>10} {'mode':>9} {'compile s':>9} {'img/s':>7} {'p10..p90':>13} {'speedup':>8} "
-          f"{'vs eager':>8} {'top-1 agree':>11} {'max |dlogit|':>12}")
+    print(
+        f"batch {args.batch_size}, fp32, CPU, {torch.get_num_threads()} threads, compile mode {args.mode}, "
+        f"{args.repeats} interleaved repeats, inductor cache {'on' if args.warm_cache else 'off (cold compiles)'}"
+    )
+    print(
+        f"{'model':>24} {'config':>10} {'mode':>9} {'compile s':>9} {'img/s':>7} {'p10..p90':>13} {'speedup':>8} "
+        f"{'vs eager':>8} {'top-1 agree':>11} {'max |dlogit|':>12}"
+    )
     for name in args.models.split(","):
         rows = bench(name, args.batch_size, args.repeats, args.mode)
         for row in rows:
             compiled = row["mode"] == "compiled"
-            print(f"{name:>24} {row['config']:>10} {row['mode']:>9} "
-                  f"{row['compile_s'] if compiled else 0:>9.1f} {row['img_s']:>7.2f} "
-                  f"{row['p10']:>6.2f}..{row['p90']:<6.2f} {row['speedup']:>7.3f}x {row['over_eager']:>7.3f}x "
-                  f"{row['top1_agree'] if compiled else 1:>11.3f} {row.get('max_logit_diff', 0):>12.2e}")
+            print(
+                f"{name:>24} {row['config']:>10} {row['mode']:>9} "
+                f"{row['compile_s'] if compiled else 0:>9.1f} {row['img_s']:>7.2f} "
+                f"{row['p10']:>6.2f}..{row['p90']:<6.2f} {row['speedup']:>7.3f}x {row['over_eager']:>7.3f}x "
+                f"{row['top1_agree'] if compiled else 1:>11.3f} {row.get('max_logit_diff', 0):>12.2e}"
+            )
         eager16 = next(r for r in rows if r["r"] == 16 and r["mode"] == "eager")
         comp16 = next(r for r in rows if r["r"] == 16 and r["mode"] == "compiled")
-        print(f"  targets: compiled r=16 speedup {comp16['speedup']:.3f}x >= eager {eager16['speedup']:.3f}x: "
-              f"{'met' if comp16['speedup'] >= eager16['speedup'] else 'MISSED'}; compiled r=16 over eager r=16 "
-              f"{comp16['over_eager']:.3f}x >= 1: {'met' if comp16['over_eager'] >= 1 else 'MISSED'}; "
-              f"graphs compiled while timing: {rows[0]['recompiled_while_timed']}", flush=True)
+        print(
+            f"  targets: compiled r=16 speedup {comp16['speedup']:.3f}x >= eager {eager16['speedup']:.3f}x: "
+            f"{'met' if comp16['speedup'] >= eager16['speedup'] else 'MISSED'}; compiled r=16 over eager r=16 "
+            f"{comp16['over_eager']:.3f}x >= 1: {'met' if comp16['over_eager'] >= 1 else 'MISSED'}; "
+            f"graphs compiled while timing: {rows[0]['recompiled_while_timed']}",
+            flush=True,
+        )
         if args.profile:
             profile(name, args.batch_size, args.mode)
 

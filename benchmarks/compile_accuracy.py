@@ -46,8 +46,11 @@ def main() -> None:
             same = int((eager.argmax(-1) == compiled.argmax(-1)).sum())
             top1 = [100.0 * float((out.argmax(-1) == labels).float().mean()) for out in (eager, compiled)]
             label = "unpatched" if r == 0 else f"tome r={r}"
-            print(f"{label:>10} {same:>6}/{len(labels)} {top1[0]:>11.2f} {top1[1]:>14.2f} "
-                  f"{(eager - compiled).abs().max().item():>12.2e}", flush=True)
+            print(
+                f"{label:>10} {same:>6}/{len(labels)} {top1[0]:>11.2f} {top1[1]:>14.2f} "
+                f"{(eager - compiled).abs().max().item():>12.2e}",
+                flush=True,
+            )
     unpatch(model)
 
 

@@ -54,12 +54,22 @@ def main() -> int:
     device = torch.device("cuda")
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, timm {timm.__version__}")
     ratio = timing_sanity(device)
-    print(f"timing sanity: CUDA events / synchronised wall clock = {ratio:.3f} ({'ok' if 0.95 <= ratio <= 1.05 else 'SUSPECT'})")
+    verdict = "ok" if 0.95 <= ratio <= 1.05 else "SUSPECT"
+    print(f"timing sanity: CUDA events / synchronised wall clock = {ratio:.3f} ({verdict})")
     reducers = tuple(entry.name for entry in REDUCERS if entry.name != "none")
     OUT.mkdir(parents=True, exist_ok=True)
     for dtype in ("fp16", "bf16"):
-        spec = RunSpec(model="vit_base_patch16_224", reducers=reducers, r=(0, 8, 13, 16), batch_sizes=256,
-                         device="cuda", dtype=dtype, data="synthetic", pretrained=False, repeats=10)
+        spec = RunSpec(
+            model="vit_base_patch16_224",
+            reducers=reducers,
+            r=(0, 8, 13, 16),
+            batch_sizes=256,
+            device="cuda",
+            dtype=dtype,
+            data="synthetic",
+            pretrained=False,
+            repeats=10,
+        )
         rows = run_sweep(spec)
         path = write_csv(rows, OUT / f"vit_b-{dtype}.csv")
         print(f"\n{dtype}: {path}")
@@ -68,28 +78,46 @@ def main() -> int:
             if row.error:
                 print(f"{row.reducer:>11} {row.r:>3} error: {row.error}")
                 continue
-            print(f"{row.reducer:>11} {row.r:>3} {row.infer_samples_per_sec:>9.1f} {row.speedup:>7.3f}x "
-                  f"{row.peak_mem_mb:>8.0f} {row.infer_gflops:>7.2f}  {row.note or ''}")
+            print(
+                f"{row.reducer:>11} {row.r:>3} {row.infer_samples_per_sec:>9.1f} {row.speedup:>7.3f}x "
+                f"{row.peak_mem_mb:>8.0f} {row.infer_gflops:>7.2f}  {row.note or ''}"
+            )
     compiled_runs = {
         "default-b256": dict(batch_size=256, compile="default"),
         "reduce-overhead-b1-b8": dict(batch_size=(1, 8), compile="reduce-overhead", latency=True),
     }
     for name, options in compiled_runs.items():
-        spec = RunSpec(model="vit_base_patch16_224", reducers=("tome",), r=(0, 16), device="cuda", dtype="fp16",
-                         data="synthetic", pretrained=False, repeats=10, **options)
+        spec = RunSpec(
+            model="vit_base_patch16_224",
+            reducers=("tome",),
+            r=(0, 16),
+            device="cuda",
+            dtype="fp16",
+            data="synthetic",
+            pretrained=False,
+            repeats=10,
+            **options,
+        )
         rows = run_sweep(spec)
         path = write_csv(rows, OUT / f"vit_b-compiled-{name}.csv")
         print(f"\ncompiled {name}, fp16: {path}")
-        print(f"{'reducer':>11} {'r':>3} {'batch':>5} {'compile s':>9} {'img/s':>9} {'speedup':>8} "
-              f"{'lat p50 ms':>10} {'lat p99 ms':>10}  note/error")
+        print(
+            f"{'reducer':>11} {'r':>3} {'batch':>5} {'compile s':>9} {'img/s':>9} {'speedup':>8} "
+            f"{'lat p50 ms':>10} {'lat p99 ms':>10}  note/error"
+        )
         for row in rows:
             if row.error:
                 print(f"{row.reducer:>11} {row.r:>3} {row.infer_batch_size:>5} error: {row.error}")
                 continue
-            latency = (f"{row.latency_ms_p50:>10.2f} {row.latency_ms_p99:>10.2f}" if row.latency_ms_p50 is not None
-                       else f"{'-':>10} {'-':>10}")
-            print(f"{row.reducer:>11} {row.r:>3} {row.infer_batch_size:>5} {row.compile_s:>9.1f} "
-                  f"{row.infer_samples_per_sec:>9.1f} {row.speedup:>7.3f}x {latency}  {row.note or ''}")
+            latency = (
+                f"{row.latency_ms_p50:>10.2f} {row.latency_ms_p99:>10.2f}"
+                if row.latency_ms_p50 is not None
+                else f"{'-':>10} {'-':>10}"
+            )
+            print(
+                f"{row.reducer:>11} {row.r:>3} {row.infer_batch_size:>5} {row.compile_s:>9.1f} "
+                f"{row.infer_samples_per_sec:>9.1f} {row.speedup:>7.3f}x {latency}  {row.note or ''}"
+            )
     return 0
 
 

@@ -81,8 +81,10 @@ def compare(args, loaded, model, images) -> None:
         nine.append(time.perf_counter() - start)
         assert [a.top1 for a in together.per_config] == [a.top1 for a in apart]
     t1, t9 = statistics.median(one), statistics.median(nine)
-    print(f"{loaded.name} on {images.name} ({len(images.files)} images), 9 configurations, "
-          f"batch {args.batch_size}, {args.workers} workers, median of {args.rounds} rounds")
+    print(
+        f"{loaded.name} on {images.name} ({len(images.files)} images), 9 configurations, "
+        f"batch {args.batch_size}, {args.workers} workers, median of {args.rounds} rounds"
+    )
     print(f"one data pass : {t1:7.2f} s")
     print(f"nine passes   : {t9:7.2f} s  ({t9 / t1:.2f}x the one-pass time)")
     print("top-1 per config:", ", ".join(f"{a.top1:.2f}" for a in together.per_config))

@@ -40,8 +40,10 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
             results[name] = [tuple(getattr(row, c) for c in ACCURACY) for row in rows]
         same = results["local"] == results["ray"]
-        print(f"round {round_ + 1}: local {times['local'][-1]:.1f} s, ray {times['ray'][-1]:.1f} s, "
-              f"accuracy columns {'identical' if same else 'DIFFER'} ({len(results['local'])} rows)")
+        print(
+            f"round {round_ + 1}: local {times['local'][-1]:.1f} s, ray {times['ray'][-1]:.1f} s, "
+            f"accuracy columns {'identical' if same else 'DIFFER'} ({len(results['local'])} rows)"
+        )
     local, distributed = statistics.median(times["local"]), statistics.median(times["ray"])
     print(f"median: local {local:.1f} s, ray {distributed:.1f} s ({distributed / local:.2f}x)")
     ray.shutdown()

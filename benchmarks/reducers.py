@@ -42,16 +42,20 @@ def main() -> None:
     rows = run_sweep(spec)
     write_csv(rows, args.out)
     prune = next(row for row in rows if row.reducer == "prune").infer_samples_per_sec
-    print(f"{rows[0].model}, batch {args.batch_size}, fp32, r={args.r}, {rows[0].device_name}, "
-          f"{args.repeats} interleaved repeats")
+    print(
+        f"{rows[0].model}, batch {args.batch_size}, fp32, r={args.r}, {rows[0].device_name}, "
+        f"{args.repeats} interleaved repeats"
+    )
     print(f"{'reducer':>11} {'img/s (median)':>15} {'p10..p90':>14} {'vs prune':>9} {'vs unpatched':>13} {'GFLOPs':>7}")
     for row in rows:
         if row.error:
             print(f"{row.reducer:>11} error: {row.error}")
             continue
         spread = f"{row.infer_samples_per_sec_p10:.2f}..{row.infer_samples_per_sec_p90:.2f}"
-        print(f"{row.reducer:>11} {row.infer_samples_per_sec:>15.2f} {spread:>14} "
-              f"{row.infer_samples_per_sec / prune:>8.3f}x {row.speedup:>12.3f}x {row.infer_gflops:>7.2f}")
+        print(
+            f"{row.reducer:>11} {row.infer_samples_per_sec:>15.2f} {spread:>14} "
+            f"{row.infer_samples_per_sec / prune:>8.3f}x {row.speedup:>12.3f}x {row.infer_gflops:>7.2f}"
+        )
     tome = next(row for row in rows if row.reducer == "tome").infer_samples_per_sec / prune
     verdict = "met" if tome >= TARGET_TOME_VS_PRUNE else "MISSED"
     print(f"ToMe / prune = {tome:.3f} (target >= {TARGET_TOME_VS_PRUNE}: {verdict})")

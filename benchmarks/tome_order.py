@@ -53,8 +53,17 @@ def main() -> None:
             Config("tome", r),
             Config("tome", r, options=(("partition", "alternating-patches"),)),
         )
-        spec = RunSpec(model=model, batch_sizes=args.batch_size, device="cpu", dtype="fp32", data="synthetic",
-                         pretrained=model == "demo", repeats=args.repeats, configs=configs, group_size=0)
+        spec = RunSpec(
+            model=model,
+            batch_sizes=args.batch_size,
+            device="cpu",
+            dtype="fp32",
+            data="synthetic",
+            pretrained=model == "demo",
+            repeats=args.repeats,
+            configs=configs,
+            group_size=0,
+        )
         runs.append(run_sweep(spec))
     rows = [row for run in runs for row in run]
     write_csv(rows, args.out)
@@ -68,9 +77,11 @@ def main() -> None:
         _, ours, old = run
         print(f"{ours.model}: authors' order / 0.1's split = {ours.speedup / old.speedup:.3f}")
     cost = matching_cost(args.batch_size)
-    print(f"one block's matching + merge (ViT-B shapes, batch {args.batch_size}, r=16), median of 200 interleaved: "
-          f"authors' order {cost['alternating']:.0f} us, 0.1's split {cost['alternating-patches']:.0f} us "
-          f"(x 12 blocks: {12 * (cost['alternating'] - cost['alternating-patches']) / 1000:+.2f} ms per batch)")
+    print(
+        f"one block's matching + merge (ViT-B shapes, batch {args.batch_size}, r=16), median of 200 interleaved: "
+        f"authors' order {cost['alternating']:.0f} us, 0.1's split {cost['alternating-patches']:.0f} us "
+        f"(x 12 blocks: {12 * (cost['alternating'] - cost['alternating-patches']) / 1000:+.2f} ms per batch)"
+    )
     print(f"wrote {args.out}")
 
 

@@ -1,4 +1,5 @@
-"""Shared test setup: no network (hub lookups fail fast), results in a temporary cache."""
+"""Shared test setup: no network (hub lookups fail fast), results in a temporary cache, one intra-op thread, the
+`gpu` marker; and the fixtures several folders use. Plain helpers are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import os
 # Set before timm/huggingface_hub are imported anywhere: offline lookups then fail in seconds, not minutes.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+from tests.helpers import make_vit  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -36,3 +41,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny_vit() -> torch.nn.Module:
+    """timm's test_vit (100 patches + cls at 160 px, 6 blocks), random weights seeded 0, eval mode; one per test."""
+    return make_vit("test_vit")
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """The demo's 360 test digits as an image folder of PNGs (one subfolder per class), written once; read only."""
+    from tomebench.demo.digits import write_image_folder
+
+    return write_image_folder(tmp_path_factory.mktemp("digits") / "d", "test")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The bundled demo ViT (LoadedModel), one per test module; tests that patch it unpatch it."""
+    from tomebench.models import create
+
+    return create("demo")

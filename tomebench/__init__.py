@@ -20,8 +20,12 @@ import types
 __version__ = "0.2.0"
 
 # name -> module that defines it; importing that module is what costs (torch, timm).
-_API = {"patch": "tomebench.patch", "unpatch": "tomebench.patch", "forward_with_state": "tomebench.patch",
-        "REDUCERS": "tomebench.reducers"}
+_API = {
+    "patch": "tomebench.patch",
+    "unpatch": "tomebench.patch",
+    "forward_with_state": "tomebench.patch",
+    "REDUCERS": "tomebench.reducers",
+}
 
 __all__ = ["REDUCERS", "forward_with_state", "patch", "unpatch", "__version__"]
 

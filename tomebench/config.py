@@ -15,8 +15,9 @@ Relative paths are relative to the working directory, as on the command line.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from tomebench.errors import UsageError
 
@@ -28,6 +29,7 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "r": (str, int, list),
     "reducer": (str,),
     "reducers": (str, list),
+    "match": (str,),
     "schedule": (str, list),
     "prop_attn": (bool,),
     "batch_size": (int, str, list),  # 32, "1,8,32" or [1, 8, 32]
@@ -69,8 +71,13 @@ PATHS = ("labels", "checkpoint", "out", "baseline")
 
 
 # Options only some commands take, and which: a key another command would take is named as such.
-COMMAND_OF = {"reducers": "compare", "reducer": "sweep", "samples": "schedules", "target_speedup": "schedules",
-              "seed": "schedules"}
+COMMAND_OF = {
+    "reducers": "compare",
+    "reducer": "sweep",
+    "samples": "schedules",
+    "target_speedup": "schedules",
+    "seed": "schedules",
+}
 
 
 def load(path: Path, allowed: set[str] | None = None, command: str | None = None) -> tuple[dict, dict]:
@@ -94,8 +101,11 @@ def load(path: Path, allowed: set[str] | None = None, command: str | None = None
     for key in raw:
         if key in OPTIONS and key not in known:
             other = COMMAND_OF.get(key)
-            where = f"it is an option of `tomebench {other}`: run `tomebench {other} --config {path}`" if other else (
-                "that command does not take it")
+            where = (
+                f"it is an option of `tomebench {other}`: run `tomebench {other} --config {path}`"
+                if other
+                else ("that command does not take it")
+            )
             raise UsageError(f"--config {path}: unknown key {key!r} for {command or 'this command'}; {where}")
     _check_types(path, raw, known, "key")
     options = {}
@@ -105,7 +115,7 @@ def load(path: Path, allowed: set[str] | None = None, command: str | None = None
         elif key == "r" and isinstance(value, int):
             value = str(value)
         elif key == "opt" and not all(isinstance(v, str) for v in value):
-            raise UsageError(f"--config {path}: opt must be a list of strings like \"kmeans.iters=3\"")
+            raise UsageError(f'--config {path}: opt must be a list of strings like "kmeans.iters=3"')
         elif key in PATHS:
             value = Path(value).expanduser()
         elif key == "model_kwargs":
@@ -123,4 +133,3 @@ def _check_types(path: Path, values: dict, known: dict[str, tuple[type, ...]], w
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             expected = " or ".join(t.__name__ for t in types)
             raise UsageError(f"--config {path}: {key} must be {expected}, got {type(value).__name__} {value!r}")
-

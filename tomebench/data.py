@@ -57,7 +57,9 @@ def discover(root: Path, labels_file: Path | None = None) -> ImageList:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         if _images_in(root):
-            raise UsageError(f"--data {root} holds images but no class subfolders; pass --labels FILE for a flat folder")
+            raise UsageError(
+                f"--data {root} holds images but no class subfolders; pass --labels FILE for a flat folder"
+            )
         raise UsageError(f"--data {root} is empty: no class subfolders and no images")
     files, labels = [], []
     for index, cls in enumerate(classes):
@@ -218,8 +220,14 @@ def _transform_args(cfg: dict) -> dict:
     return {k: cfg[k] for k in keys if k in cfg}
 
 
-def make_loader(images: ImageList, data_config: dict, batch_size: int, workers: int, pin_memory: bool,
-                transform: Callable | None = None) -> DataLoader:
+def make_loader(
+    images: ImageList,
+    data_config: dict,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool,
+    transform: Callable | None = None,
+) -> DataLoader:
     """Batches of uint8 images; `transform` (PIL -> uint8 (3, H, W)) defaults to timm's from data_config."""
     return DataLoader(
         ImageFiles(images, data_config, transform),

@@ -58,6 +58,20 @@ def count_correct(logits: Tensor, labels: Tensor, k: int) -> int:
     return int((top == labels[:, None]).any(dim=-1).sum())
 
 
+def _logits(
+    module: torch.nn.Module,
+    model: torch.nn.Module,
+    x: Tensor,
+    step: int,
+    autocast: Callable[[], AbstractContextManager],
+) -> Tensor:
+    """(B, classes) for images x (B, 3, H, W), in forwards of at most `step` images."""
+    with autocast():
+        # logits_of: a transformers model returns an output object, not the logits tensor.
+        outputs = [module(x[j : j + step]) for j in range(0, len(x), step)]
+        return torch.cat([logits_of(model, out) for out in outputs])
+
+
 def evaluate_in_one_pass(
     model: torch.nn.Module,
     prepares: Sequence[Callable[[], torch.nn.Module | None]],
@@ -99,19 +113,13 @@ def evaluate_in_one_pass(
                 if errors[i] is not None:
                     continue
                 try:
-                    module = prepare() or model
-                    step = batch_sizes[i] or len(x)
-                    with autocast():
-                        # logits_of: a transformers model returns an output object, not the logits tensor.
-                        outputs = [module(x[j : j + step]) for j in range(0, len(x), step)]
-                        logits = torch.cat([logits_of(model, out) for out in outputs])
+                    logits = _logits(prepare() or model, model, x, batch_sizes[i] or len(x), autocast)
                 except (RuntimeError, ValueError, NotImplementedError) as exc:
                     errors[i] = one_line(exc)
                     continue
                 correct1[i] += count_correct(logits, y, 1)
                 correct5[i] += count_correct(logits, y, 5)
     results = tuple(
-        combine([Accuracy(None, None, seen, err, c1, c5, skipped)])
-        for c1, c5, err in zip(correct1, correct5, errors)
+        combine([Accuracy(None, None, seen, err, c1, c5, skipped)]) for c1, c5, err in zip(correct1, correct5, errors)
     )
     return Evaluation(results, skipped)

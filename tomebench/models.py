@@ -83,6 +83,8 @@ def _fail_fast_offline(name: str) -> None:
     try:
         socket.create_connection((endpoint.hostname, port), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
-        raise unreachable(f"pretrained weights for {loader.display_name(rest)}",
-                          f"not in the hub cache, and {endpoint.hostname} answers no connection: "
-                          f"{exc.strerror or exc}", "set HF_HUB_OFFLINE=1 to use only cached weights") from None
+        raise unreachable(
+            f"pretrained weights for {loader.display_name(rest)}",
+            f"not in the hub cache, and {endpoint.hostname} answers no connection: {exc.strerror or exc}",
+            "set HF_HUB_OFFLINE=1 to use only cached weights",
+        ) from None

@@ -24,7 +24,7 @@ def close_matches(name: str, choices: Iterable[str], n: int = 3, cutoff: float =
 
 
 def did_you_mean(name: str, choices: Iterable[str], cutoff: float = 0.5, prefix: str = "") -> str:
-    """"did you mean a or b?" for the closest known names, or "" when none is close."""
+    """ "did you mean a or b?" for the closest known names, or "" when none is close."""
     close = close_matches(name, choices, cutoff=cutoff)
     return f"did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
 
@@ -54,7 +54,7 @@ class Registry(Generic[T]):
             doc_lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
             text = description or (doc_lines[0] if doc_lines else "")
             self._entries[name] = Entry(name, obj, text, tuple(aliases))
-            self._aliases.update({alias: name for alias in aliases})
+            self._aliases.update(dict.fromkeys(aliases, name))
             return obj
 
         return add
@@ -73,8 +73,9 @@ class Registry(Generic[T]):
         if found is not None:
             return found
         hint = did_you_mean(str(name), [*self._entries, *self._aliases])
-        raise UsageError(f"unknown {self.kind} {name!r}; {hint + ' ' if hint else ''}"
-                         f"(known: {', '.join(sorted(self._entries))})")
+        raise UsageError(
+            f"unknown {self.kind} {name!r}; {hint + ' ' if hint else ''}(known: {', '.join(sorted(self._entries))})"
+        )
 
     def get(self, name: str) -> T:
         return self._entries[self.canonical(name)].obj

@@ -8,6 +8,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 
 from tomebench.errors import UsageError
@@ -58,10 +59,12 @@ EXPLICIT = "explicit"
 CONSTANT = Schedule()
 
 
-def _decimal(value: Fraction) -> str:
-    """A fraction with a finite decimal expansion as that decimal ("-0.5"); any other as p/q."""
-    text = f"{float(value):.17g}"
-    return text if Fraction(text) == value else f"{value.numerator}/{value.denominator}"
+def _decimal(value: Fraction | str) -> str:
+    """T as a plain decimal, exactly: "0.50" -> "0.5", ".333" -> "0.333", a Fraction with a finite expansion alike."""
+    if isinstance(value, Fraction):
+        value = str(Decimal(value.numerator) / Decimal(value.denominator))
+    text = format(Decimal(value).normalize(), "f")
+    return "0" if text in ("-0", "0") else text
 
 
 def layer_schedule(r: int | Sequence[int], depth: int, schedule: str | Schedule = "constant") -> tuple[int, ...]:
@@ -80,8 +83,11 @@ def layer_schedule(r: int | Sequence[int], depth: int, schedule: str | Schedule 
         if len(values) != depth:
             raise UsageError(
                 f"the schedule lists {len(values)} layers but the model has {depth} blocks: give one r per block"
-                + (f" (pad with zeros: {','.join(map(str, values + (0,) * (depth - len(values))))})."
-                   if len(values) < depth else ".")
+                + (
+                    f" (pad with zeros: {','.join(map(str, values + (0,) * (depth - len(values))))})."
+                    if len(values) < depth
+                    else "."
+                )
             )
         if any(v < 0 for v in values):
             raise UsageError(f"r must be >= 0 in every layer, got {list(values)}.")
@@ -166,13 +172,17 @@ def parse_schedule(text: str | Schedule) -> Schedule:
         if sep and len(value) <= MAX_SLOPE_TEXT and re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", value):
             slope = Fraction(value)
         if slope is None or not -1 <= slope <= 1:
-            raise UsageError(f"bad schedule {text!r}: write {head}:T with T a number between -1 (decreasing) and 1 "
-                             "(increasing), e.g. inflection:-0.5")
+            raise UsageError(
+                f"bad schedule {text!r}: write {head}:T with T a number between -1 (decreasing) and 1 "
+                "(increasing), e.g. inflection:-0.5"
+            )
         if head == INFLECTION and slope in NAMED_SLOPES:
             return Schedule(INFLECTION, slope)
-        return Schedule(head, slope, text=_decimal(slope))
-    raise UsageError(f"bad schedule {text!r}: use one of {', '.join(SCHEDULES)}, inflection:T or inflection-exact:T "
-                     "(T in [-1, 1]) or a per-layer list like 16,12,8.")
+        return Schedule(head, slope, text=_decimal(value))
+    raise UsageError(
+        f"bad schedule {text!r}: use one of {', '.join(SCHEDULES)}, inflection:T or inflection-exact:T "
+        "(T in [-1, 1]) or a per-layer list like 16,12,8."
+    )
 
 
 def schedule_label(schedule: str | Schedule | Sequence[int]) -> str:
@@ -206,8 +216,10 @@ def _parse_r(text: str) -> range | list[int]:
     if m:
         start, stop, step = int(m[1]), int(m[2]), int(m[3] or 1)
         if max(start, stop) > MAX_R:
-            raise UsageError(f"bad r range {text!r}: r is tokens per block, at most {MAX_R} here (any r above the "
-                             "model's tokens is capped to what it can do)")
+            raise UsageError(
+                f"bad r range {text!r}: r is tokens per block, at most {MAX_R} here (any r above the "
+                "model's tokens is capped to what it can do)"
+            )
         if step == 0:
             raise UsageError(f"bad r range {text!r}: the step must be >= 1, as in 0..24:4.")
         if stop < start:
@@ -258,6 +270,7 @@ def distinct_r(
         candidates: Sequence[int] = r_values[: below + 1]
     else:
         candidates = r_values
+
     def key(r: int) -> tuple[int, ...]:
         return effective_schedule(layer_schedule(r, depth, schedule), num_tokens, num_prefix_tokens)[0]
 
@@ -287,7 +300,12 @@ def full_r(num_tokens: int, num_prefix_tokens: int, depth: int) -> int:
 
 
 def sample_schedules(
-    n: int, depth: int, num_tokens: int, num_prefix_tokens: int, totals: tuple[int, int], seed: int = 0,
+    n: int,
+    depth: int,
+    num_tokens: int,
+    num_prefix_tokens: int,
+    totals: tuple[int, int],
+    seed: int = 0,
     exclude: Sequence[Sequence[int]] = (),
 ) -> list[tuple[int, ...]]:
     """n distinct random per-block schedules (the paper's schedule search, its Figure 2).

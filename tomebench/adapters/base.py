@@ -129,6 +129,11 @@ class Adapter:
         """Normed tokens (B, N, C) -> q, k, v, each (B, H, N, D), after any q/k norm."""
         raise NotImplementedError
 
+    def values(self, attn: nn.Module, h: Tensor) -> Tensor:
+        """Normed tokens (B, N, C) -> v (B, H, N, D) alone, for a block whose attention matrix was computed on other
+        tokens (a reducer fused them before attention). Families with a packed projection compute v only."""
+        return self.qkv(attn, h)[2]
+
     def attn_scale(self, attn: nn.Module) -> float:
         raise NotImplementedError
 
@@ -156,6 +161,11 @@ class Adapter:
         """Final tokens (B, N', C) and their sizes (B, N', 1) or None -> logits (B, classes). Pooling over tokens
         must weigh each token by its size, so a merged token counts for every patch it holds."""
         raise NotImplementedError
+
+    def architecture(self, model: nn.Module) -> str:
+        """The model's architecture name, where the family has one (reducers with released per-model schedules
+        look theirs up by it)."""
+        return ""
 
     def attn_impl(self, model: nn.Module) -> str:
         """How the unpatched model's own forward computes attention: "fused" (an SDPA-style kernel) or "eager"
@@ -187,7 +197,6 @@ class Family:
     def catalog(self) -> list[tuple[str, str, str]]:
         """(name to type, what it resolves to, what it is) rows for `tomebench models`."""
         return []
-
 
     def display_name(self, name: str) -> str:
         """`name` as messages show it (with the family prefix, aliases resolved)."""
@@ -246,14 +255,20 @@ def is_offline(exc: BaseException) -> bool:
     return bool(names & hub_errors) or "internet" in str(exc).lower() or "offline" in str(exc).lower()
 
 
-def unreachable(what: str, why: str | None = None, hint: str = "put them in the Hugging Face hub cache"
-                ) -> TomebenchError:
+def unreachable(
+    what: str, why: str | None = None, hint: str = "put them in the Hugging Face hub cache"
+) -> TomebenchError:
     """The one message for weights (or a config) that cannot be had offline: what is missing, why, what to do."""
     if why is None:
-        why = ("HF_HUB_OFFLINE is set and they are not in the hub cache" if hub_offline() else
-               "no network? set HF_HUB_OFFLINE=1 to fail at once instead of retrying")
-    return TomebenchError(f"{what} are not reachable ({why}): pass --checkpoint PATH, {hint}, or use "
-                          "--no-pretrained for a throughput-only run")
+        why = (
+            "HF_HUB_OFFLINE is set and they are not in the hub cache"
+            if hub_offline()
+            else "no network? set HF_HUB_OFFLINE=1 to fail at once instead of retrying"
+        )
+    return TomebenchError(
+        f"{what} are not reachable ({why}): pass --checkpoint PATH, {hint}, or use "
+        "--no-pretrained for a throughput-only run"
+    )
 
 
 ADAPTERS: Registry[Adapter] = Registry("model family")

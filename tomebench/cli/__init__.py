@@ -12,5 +12,17 @@ from tomebench.cli.listing import models, reducers
 from tomebench.cli.measure import ablate_command, compare, schedules_command, sweep
 from tomebench.cli.tools import check_command, paper_baseline, plot, train_demo, visualize
 
-__all__ = ["ablate_command", "app", "check_command", "compare", "models", "paper_baseline", "plot", "reducers",
-           "schedules_command", "sweep", "train_demo", "visualize"]
+__all__ = [
+    "ablate_command",
+    "app",
+    "check_command",
+    "compare",
+    "models",
+    "paper_baseline",
+    "plot",
+    "reducers",
+    "schedules_command",
+    "sweep",
+    "train_demo",
+    "visualize",
+]

@@ -32,17 +32,25 @@ def reducers() -> None:
     from tomebench.reducers import PLUGIN_ERRORS, REDUCERS
 
     # One block per reducer, one option per line, never folded: an option is something to copy into --opt.
-    console.print("Registered reducers; options as --opt REDUCER.KEY=VALUE, default first, then the choices.\n",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        "Registered reducers; options as --opt REDUCER.KEY=VALUE, default first, then the choices.\n",
+        highlight=False,
+        soft_wrap=True,
+    )
     for entry in REDUCERS:
         aliases = f" (also {', '.join(entry.aliases)})" if entry.aliases else ""
         spec = entry.obj
-        console.print(f"[bold]{entry.name}[/bold]{escape(aliases)}: {escape(entry.description)}", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"[bold]{entry.name}[/bold]{escape(aliases)}: {escape(entry.description)}", highlight=False, soft_wrap=True
+        )
         if spec.kind != "none":
             needs = ", ".join(sorted(spec.needs)) or "nothing"
-            console.print(f"    {spec.kind}, acts {spec.acts}, reads {needs}, knob {spec.knob}, proportional "
-                          f"attention {'on' if spec.prop_attn else 'off'} by default", highlight=False, soft_wrap=True)
+            console.print(
+                f"    {spec.kind}, acts {spec.acts}, reads {needs}, knob {spec.knob}, proportional "
+                f"attention {'on' if spec.prop_attn else 'off'} by default",
+                highlight=False,
+                soft_wrap=True,
+            )
             if spec.source:
                 console.print(f"    from {escape(spec.source)}", highlight=False, soft_wrap=True)
         for option in spec.options:

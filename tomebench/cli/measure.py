@@ -21,6 +21,7 @@ from tomebench.cli.options import (
     LabelsOpt,
     LatencyOpt,
     LimitOpt,
+    MatchOpt,
     MaxRetimeOpt,
     ModelArgOpt,
     ModelOpt,
@@ -84,11 +85,37 @@ def sweep(
     """Sweep r for one reducer: throughput (interleaved with the unpatched model), GFLOPs, accuracy."""
     try:
         args = command_line(
-            ctx, model=model, r=r, reducer=reducer, schedule=schedule, prop_attn=prop_attn, batch_size=batch_size,
-            compile=compile, latency=latency, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
-            pretrained=pretrained, checkpoint=checkpoint, model_arg=model_arg, out=out, repeats=repeats,
-            workers=workers, opt=opt, baseline=baseline, acc_tol=acc_tol, speedup_tol=speedup_tol, resume=resume,
-            group_size=group_size, max_retime=max_retime, executor=executor, ray_address=ray_address, config=config)
+            ctx,
+            model=model,
+            r=r,
+            reducer=reducer,
+            schedule=schedule,
+            prop_attn=prop_attn,
+            batch_size=batch_size,
+            compile=compile,
+            latency=latency,
+            device=device,
+            dtype=dtype,
+            data=data,
+            labels=labels,
+            limit=limit,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            model_arg=model_arg,
+            out=out,
+            repeats=repeats,
+            workers=workers,
+            opt=opt,
+            baseline=baseline,
+            acc_tol=acc_tol,
+            speedup_tol=speedup_tol,
+            resume=resume,
+            group_size=group_size,
+            max_retime=max_retime,
+            executor=executor,
+            ray_address=ray_address,
+            config=config,
+        )
         measure("sweep", args, run_spec("sweep", args))
     except TomebenchError as exc:
         raise fail(exc) from None
@@ -98,6 +125,7 @@ def sweep(
 def compare(
     ctx: typer.Context,
     reducers: ReducersOpt = None,
+    match: MatchOpt = None,
     model: ModelOpt = "demo",
     r: ROpt = None,
     schedule: ScheduleOpt = "constant",
@@ -127,14 +155,42 @@ def compare(
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Compare reducers at the same r: one run, interleaved timing, one data pass, one CSV and Pareto plot."""
+    """Compare reducers in one run (interleaved timing, one data pass, one CSV and Pareto plot): at the same r, or at
+    equal GMACs per image when their knobs differ (--match)."""
     try:
         args = command_line(
-            ctx, model=model, r=r, reducers=reducers, schedule=schedule, prop_attn=prop_attn, batch_size=batch_size,
-            compile=compile, latency=latency, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
-            pretrained=pretrained, checkpoint=checkpoint, model_arg=model_arg, out=out, repeats=repeats,
-            workers=workers, opt=opt, baseline=baseline, acc_tol=acc_tol, speedup_tol=speedup_tol, resume=resume,
-            group_size=group_size, max_retime=max_retime, executor=executor, ray_address=ray_address, config=config)
+            ctx,
+            model=model,
+            r=r,
+            reducers=reducers,
+            match=match,
+            schedule=schedule,
+            prop_attn=prop_attn,
+            batch_size=batch_size,
+            compile=compile,
+            latency=latency,
+            device=device,
+            dtype=dtype,
+            data=data,
+            labels=labels,
+            limit=limit,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            model_arg=model_arg,
+            out=out,
+            repeats=repeats,
+            workers=workers,
+            opt=opt,
+            baseline=baseline,
+            acc_tol=acc_tol,
+            speedup_tol=speedup_tol,
+            resume=resume,
+            group_size=group_size,
+            max_retime=max_retime,
+            executor=executor,
+            ray_address=ray_address,
+            config=config,
+        )
         measure("compare", args, run_spec("compare", args))
     except TomebenchError as exc:
         raise fail(exc) from None
@@ -171,10 +227,27 @@ def ablate_command(
         if r is not None and r < 0:
             raise UsageError(f"--r must be >= 0, got {r}")
         args = command_line(
-            ctx, model=model, r=r, batch_size=batch_size, compile=compile, latency=latency, device=device,
-            dtype=dtype, data=data, labels=labels, limit=limit, pretrained=pretrained, checkpoint=checkpoint,
-            model_arg=model_arg, out=out, repeats=repeats, workers=workers, resume=resume, max_retime=max_retime,
-            config=config)
+            ctx,
+            model=model,
+            r=r,
+            batch_size=batch_size,
+            compile=compile,
+            latency=latency,
+            device=device,
+            dtype=dtype,
+            data=data,
+            labels=labels,
+            limit=limit,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            model_arg=model_arg,
+            out=out,
+            repeats=repeats,
+            workers=workers,
+            resume=resume,
+            max_retime=max_retime,
+            config=config,
+        )
         # One group: every option timed interleaved and evaluated in one data pass.
         plan = dict(configs=ablate.plan(ablate_r(args.r)), group_size=0)
         out_path = measure("ablate", args, run_spec("ablate", args, plan), report=True)
@@ -215,10 +288,30 @@ def schedules_command(
 
     try:
         args = command_line(
-            ctx, model=model, samples=samples, target_speedup=target_speedup, seed=seed, batch_size=batch_size,
-            compile=compile, latency=latency, device=device, dtype=dtype, data=data, labels=labels, limit=limit,
-            pretrained=pretrained, checkpoint=checkpoint, model_arg=model_arg, out=out, repeats=repeats,
-            workers=workers, resume=resume, group_size=group_size, max_retime=max_retime, config=config)
+            ctx,
+            model=model,
+            samples=samples,
+            target_speedup=target_speedup,
+            seed=seed,
+            batch_size=batch_size,
+            compile=compile,
+            latency=latency,
+            device=device,
+            dtype=dtype,
+            data=data,
+            labels=labels,
+            limit=limit,
+            pretrained=pretrained,
+            checkpoint=checkpoint,
+            model_arg=model_arg,
+            out=out,
+            repeats=repeats,
+            workers=workers,
+            resume=resume,
+            group_size=group_size,
+            max_retime=max_retime,
+            config=config,
+        )
         plan = dict(configs=search.plan(args.samples, args.target_speedup, args.seed))
         measure("schedules", args, run_spec("schedules", args, plan), figure=search.figure)
     except TomebenchError as exc:

@@ -17,22 +17,30 @@ def batch_sizes(text: str) -> tuple[int, ...]:
     """--batch-size as the CLI takes it, in --r's syntax: "32", "1,8,32,128", "1..64:8" (a few sizes only)."""
     for number in re.findall(r"\d+", str(text)):
         if len(number) > 7 and int(number) > MAX_BATCH_SIZE:
-            raise UsageError(f"--batch-size {int(number)} is absurd: at most {MAX_BATCH_SIZE} images per batch "
-                             "(a batch that does not fit is halved until it does)")
+            raise UsageError(
+                f"--batch-size {int(number)} is absurd: at most {MAX_BATCH_SIZE} images per batch "
+                "(a batch that does not fit is halved until it does)"
+            )
     try:
         values = parse_r_spec(str(text))
     except UsageError as exc:
-        raise UsageError(str(exc).replace("bad r range", "bad --batch-size").replace("bad r", "bad --batch-size")
-                         .replace("r counts tokens removed per layer", "a batch size")
-                         .replace("r is tokens per block", "a batch size is images")) from None
+        raise UsageError(
+            str(exc)
+            .replace("bad r range", "bad --batch-size")
+            .replace("bad r", "bad --batch-size")
+            .replace("r counts tokens removed per layer", "a batch size")
+            .replace("r is tokens per block", "a batch size is images")
+        ) from None
     if len(values) > MAX_BATCH_AXIS:
-        raise UsageError(f"--batch-size {text} asks for {len(values)} batch sizes; at most {MAX_BATCH_AXIS} "
-                         "(each one times every configuration again)")
+        raise UsageError(
+            f"--batch-size {text} asks for {len(values)} batch sizes; at most {MAX_BATCH_AXIS} "
+            "(each one times every configuration again)"
+        )
     return tuple(values)
 
 
 def names(text: str) -> tuple[str, ...]:
-    """"tome, prune" -> ("tome", "prune")."""
+    """ "tome, prune" -> ("tome", "prune")."""
     return tuple(name.strip() for name in str(text).split(",") if name.strip())
 
 
@@ -60,7 +68,7 @@ def reducer_options(items: list[str]) -> dict[str, dict]:
 
 
 def option_value(text: str) -> int | float | bool | str:
-    """"3" -> 3, "0.5" -> 0.5, "true" -> True, anything else stays text."""
+    """ "3" -> 3, "0.5" -> 0.5, "true" -> True, anything else stays text."""
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     for kind in (int, float):

@@ -45,8 +45,9 @@ def measure(command: str, args: CommandLine, spec: RunSpec, figure=None, report:
         except TomebenchError as exc:
             raise UsageError(f"--baseline: {exc}") from None
     out = args.out or default_out(command, spec.model)
-    check_outputs(sweep_outputs(out, report=report),
-                  inputs=None if baseline is None else {"the --baseline CSV": baseline})
+    check_outputs(
+        sweep_outputs(out, report=report), inputs=None if baseline is None else {"the --baseline CSV": baseline}
+    )
     run(spec, out, args.resume, figure, executor(args))
     if baseline is not None:
         check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
@@ -127,19 +128,23 @@ def draw(frame, out: Path, figure) -> None:
 
     stem = out.with_suffix("")
     by_batch = stem.with_name(f"{stem.name}-speedup-vs-batch")
+    by_cost = stem.with_name(f"{stem.name}-top1-vs-gmacs")
     try:
-        remove_stale_temp_files([stem.with_suffix(".png"), stem.with_suffix(".svg"), by_batch.with_suffix(".png"),
-                                 by_batch.with_suffix(".svg")])
+        remove_stale_temp_files([p.with_suffix(e) for p in (stem, by_batch, by_cost) for e in (".png", ".svg")])
         for path in plots.save(figure(plots.at_largest_batch(frame)), stem):
             console.print(f"wrote {path}")
         if len(plots.batch_sizes(frame)) > 1:
             for path in plots.save(plots.speedup_vs_batch(frame), by_batch):
                 console.print(f"wrote {path}")
+        if figure is plots.main_figure and plots.usable(frame)["top1"].notna().any():
+            for path in plots.save(plots.top1_vs_gmacs(plots.at_largest_batch(frame)), by_cost):
+                console.print(f"wrote {path}")
     except ValueError as exc:  # nothing plottable, e.g. every configuration failed
         errors.print(f"no plot: {exc}")
     except OSError as exc:  # a full disk: the rows are safe, say so rather than show a traceback
-        raise TomebenchError(f"could not write the plot {stem}.png/.svg ({exc.strerror or exc}); the rows are saved "
-                             f"in {out}") from None
+        raise TomebenchError(
+            f"could not write the plot {stem}.png/.svg ({exc.strerror or exc}); the rows are saved in {out}"
+        ) from None
 
 
 @contextmanager
@@ -173,7 +178,8 @@ def interrupted(journal: Journal, out: Path, signum: int) -> typer.Exit:
     errors.print(
         f"[bold red]interrupted[/] ({signal.Signals(signum).name}): {kept} of {len(journal.planned)} configurations "
         f"{where}; not measured: {escape(labels)}. Run the same command with --resume to measure only those.",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
     return typer.Exit(128 + signum)
 
@@ -188,8 +194,9 @@ def ablation_report(out: Path) -> None:
     try:
         written = write_text_atomic(out.with_suffix(".md"), ablate.to_markdown(frame))
     except OSError as exc:
-        raise TomebenchError(f"could not write {out.with_suffix('.md')} ({exc.strerror or exc}); the rows are saved "
-                             f"in {out}") from None
+        raise TomebenchError(
+            f"could not write {out.with_suffix('.md')} ({exc.strerror or exc}); the rows are saved in {out}"
+        ) from None
     console.print(f"wrote {written}")
 
 
@@ -222,8 +229,11 @@ def ablation_tables(frame) -> list:
         for name in (table.factor, "top-1", "img/s", "speedup"):
             out.add_column(name, justify="left" if name == table.factor else "right")
         for line in table.lines:
-            out.add_row(f"[bold]{escape(line.choice)}[/] (default)" if line.default else escape(line.choice),
-                        line.error and "error" or fmt(line.top1, ".2f"), fmt(line.samples_per_sec),
-                        fmt(line.speedup, ".2f"))
+            out.add_row(
+                f"[bold]{escape(line.choice)}[/] (default)" if line.default else escape(line.choice),
+                line.error and "error" or fmt(line.top1, ".2f"),
+                fmt(line.samples_per_sec),
+                fmt(line.speedup, ".2f"),
+            )
         shown.append(out)
     return shown

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import typer
 
+from tomebench.cli import parse
 from tomebench.config import load as load_config
 from tomebench.errors import UsageError
 from tomebench.report.gate import Tolerances
 from tomebench.schedule import parse_r_spec
-from tomebench.cli import parse
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class CommandLine:
     executor: str = "local"
     ray_address: str | None = None
     config: Path | None = None
+    match: str | None = None  # compare
     samples: int = 100  # schedules
     target_speedup: float = 1.5
     seed: int = 0
@@ -62,8 +63,14 @@ class CommandLine:
 
 def command_line(ctx: typer.Context, **given) -> CommandLine:
     """The command's options, with `--config` filling every option the command line did not set."""
-    args = CommandLine(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None
-                          or k in ("r", "reducers", "prop_attn")}, taken=frozenset(given))
+    args = CommandLine(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in given.items()
+            if v is not None or k in ("r", "reducers", "prop_attn")
+        },
+        taken=frozenset(given),
+    )
     if args.config is None:
         return args
     options, _ = load_config(args.config, allowed=set(given) | {"model_kwargs"}, command=ctx.info_name)
@@ -85,10 +92,24 @@ def run_spec(command: str, args: CommandLine, plan: dict | None = None):
     sizes = None if args.batch_size is None else parse.batch_sizes(str(args.batch_size))
     model_kwargs = tuple(parse.key_values(list(args.model_arg), "--model-arg"))
     common = dict(
-        model=args.model, schedule=args.schedule, prop_attn=args.prop_attn, batch_sizes=sizes, device=args.device,
-        dtype=args.dtype, data=args.data, labels=args.labels, limit=args.limit, pretrained=args.pretrained,
-        checkpoint=args.checkpoint, repeats=args.repeats, workers=args.workers, model_kwargs=model_kwargs,
-        group_size=args.group_size, compile=args.compile, latency=args.latency, max_retime=args.max_retime,
+        model=args.model,
+        schedule=args.schedule,
+        prop_attn=args.prop_attn,
+        batch_sizes=sizes,
+        device=args.device,
+        dtype=args.dtype,
+        data=args.data,
+        labels=args.labels,
+        limit=args.limit,
+        pretrained=args.pretrained,
+        checkpoint=args.checkpoint,
+        repeats=args.repeats,
+        workers=args.workers,
+        model_kwargs=model_kwargs,
+        group_size=args.group_size,
+        compile=args.compile,
+        latency=args.latency,
+        max_retime=args.max_retime,
     )
     if plan is not None:
         return RunSpec(**(common | plan))
@@ -100,7 +121,7 @@ def run_spec(command: str, args: CommandLine, plan: dict | None = None):
     choices = tuple(ReducerChoice.of(name, _options_for(name, options)) for name in wanted)
     _refuse_options_of_unplanned(options, choices)
     r = None if args.r is None else parse_r_spec(str(args.r))
-    return RunSpec(**common, reducers=choices, r=r)
+    return RunSpec(**common, reducers=choices, r=r, match=args.match)
 
 
 def _every_reducer() -> tuple[str, ...]:
@@ -114,8 +135,9 @@ def _options_for(name: str, options: dict[str, dict]) -> dict:
     from tomebench.reducers import REDUCERS
 
     canonical = REDUCERS.canonical(name)
-    return {k: v for given, values in options.items() if REDUCERS.canonical(given) == canonical
-            for k, v in values.items()}
+    return {
+        k: v for given, values in options.items() if REDUCERS.canonical(given) == canonical for k, v in values.items()
+    }
 
 
 def _refuse_options_of_unplanned(options: dict[str, dict], choices) -> None:

@@ -24,14 +24,16 @@ def check_command(
     baseline: Annotated[Path, typer.Option(metavar="FILE.csv", help="The baseline CSV to hold it to.")],
     acc_tol: AccTolOpt = Tolerances.acc,
     speedup_tol: SpeedupTolOpt = Tolerances.speedup,
-    gflops_tol: Annotated[float, typer.Option(metavar="FRACTION",
-                                              help="Allowed relative GFLOPs increase.")] = Tolerances.gflops,
+    gflops_tol: Annotated[
+        float, typer.Option(metavar="FRACTION", help="Allowed relative GFLOPs increase.")
+    ] = Tolerances.gflops,
     metric: Annotated[
-        Optional[list[str]], typer.Option(metavar="METRIC",
-                                          help=f"Metric to hold (repeatable): {', '.join(METRICS)}. Default: all.")
+        Optional[list[str]],
+        typer.Option(metavar="METRIC", help=f"Metric to hold (repeatable): {', '.join(METRICS)}. Default: all."),
     ] = None,
-    report: Annotated[Optional[Path], typer.Option(metavar="FILE.md",
-                                                   help="Write a Markdown summary (for a PR comment).")] = None,
+    report: Annotated[
+        Optional[Path], typer.Option(metavar="FILE.md", help="Write a Markdown summary (for a PR comment).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
 ) -> None:
     """Check CURRENT.csv against a baseline: exit 0 when all holds, 1 on regression, 2 on unusable input."""
@@ -42,13 +44,12 @@ def check_command(
         raise fail(UsageError(str(exc))) from None
 
 
-
 @app.command(cls=Command, short_help="Redraw the figures of a CSV.")
 def plot(
     csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="A CSV written by tomebench.")],
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", metavar="STEM",
-                                     help="File name stem; default: the CSV's path without .csv")
+        Optional[Path],
+        typer.Option("--out", "-o", metavar="STEM", help="File name stem; default: the CSV's path without .csv"),
     ] = None,
 ) -> None:
     """Redraw the figures of a CSV: speed vs accuracy, top-1 vs r, speedup vs r, GFLOPs vs r (at the largest batch
@@ -60,8 +61,11 @@ def plot(
         stem = (out or csv_path).with_suffix("")
         # As plots.save names them: a dot in the stem would make every figure the same file.
         drawers = plots.figures()
-        figures = {f"the {kind} {ext[1:].upper()}": stem.with_name(f"{stem.name}-{kind}").with_suffix(ext)
-                   for kind in drawers for ext in (".png", ".svg")}
+        figures = {
+            f"the {kind} {ext[1:].upper()}": stem.with_name(f"{stem.name}-{kind}").with_suffix(ext)
+            for kind in drawers
+            for ext in (".png", ".svg")
+        }
         check_outputs(figures, "-o", {"the CSV": csv_path}, "give a file name stem without a dot", out or csv_path)
         written = 0
         for kind, draw in drawers.items():
@@ -85,24 +89,26 @@ def plot(
 def visualize(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files to show.")],
     model: ModelOpt = "demo",
-    r: Annotated[Optional[int], typer.Option("--r", metavar="R",
-                                             help="Tokens removed per block. Default: the model's full r.")] = None,
+    r: Annotated[
+        Optional[int], typer.Option("--r", metavar="R", help="Tokens removed per block. Default: the model's full r.")
+    ] = None,
     reducer: Annotated[str, typer.Option(metavar="NAME", help="Registered reducer.")] = "tome",
     layers: Annotated[
-        Optional[str], typer.Option(metavar="BLOCKS",
-                                    help="Blocks after which to show the groups, e.g. 2,4,8. Default: the last.")
+        Optional[str],
+        typer.Option(metavar="BLOCKS", help="Blocks after which to show the groups, e.g. 2,4,8. Default: the last."),
     ] = None,
     pretrained: PretrainedOpt = True,
     checkpoint: CheckpointOpt = None,
     opt: OptionOpt = None,
     alpha: Annotated[
-        float, typer.Option(metavar="A", help="Opacity of the group colours over the image: 0 shows only the "
-                            "image, 1 only the groups.")
+        float,
+        typer.Option(
+            metavar="A", help="Opacity of the group colours over the image: 0 shows only the image, 1 only the groups."
+        ),
     ] = 0.4,
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE.png",
-                                      help="Figure file (PNG; an SVG is written next to it).")] = Path(
-        "results/visualize.png"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FILE.png", help="Figure file (PNG; an SVG is written next to it).")
+    ] = Path("results/visualize.png"),
 ) -> None:
     """Draw which patches each reducer merged (or dropped) into the same token, over the image, translucently
     (--alpha) so the image stays visible."""
@@ -129,8 +135,7 @@ def visualize(
         raise fail(TomebenchError(f"could not write {out} ({exc.strerror or exc})")) from None
 
 
-@app.command("paper-baseline", cls=Command,
-             short_help="Published figures in paper configs -> baseline CSVs for check.")
+@app.command("paper-baseline", cls=Command, short_help="Published figures in paper configs -> baseline CSVs for check.")
 def paper_baseline(
     configs: Annotated[list[Path], typer.Argument(metavar="CONFIG", help="Config files with a [paper] table.")],
     out_dir: Annotated[Path, typer.Option(metavar="FOLDER", help="Folder for one baseline CSV per config.")] = Path(
@@ -176,5 +181,3 @@ def train_demo(
         f"wrote {target}: test top-1 {result['test_top1']:.2f}% after {result['train_time_s']:.0f} s "
         f"({result['epochs']} epochs, seed {result['seed']})"
     )
-
-

@@ -21,7 +21,6 @@ from tomebench.demo.digits import Sample, load_split, to_pil
 from tomebench.demo.model import DEMO_DATA_CFG, DEMO_VIT_KWARGS, WEIGHTS
 
 
-
 def build_model() -> VisionTransformer:
     """Return a freshly initialised demo ViT."""
     return VisionTransformer(**DEMO_VIT_KWARGS)
@@ -41,14 +40,14 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     """Return the top-1 accuracy in percent of `model` on `(x, y)`, in eval mode."""
     model.eval()
     correct = sum(
-        (model(xb).argmax(dim=1) == yb).sum().item()
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+        (model(xb).argmax(dim=1) == yb).sum().item() for xb, yb in zip(x.split(batch_size), y.split(batch_size))
     )
     return 100.0 * correct / len(y)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.125, max_rot: float = 0.2,
-            max_scale: float = 0.1) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.125, max_rot: float = 0.2, max_scale: float = 0.1
+) -> torch.Tensor:
     """Randomly shift, rotate and scale each image of an (N, 3, H, W) batch.
 
     Shifts are a fraction of the half-width (0.125 = 2 px at 32x32, half an original
@@ -73,9 +72,17 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def train_demo(out: Path, *, epochs: int = 60, seed: int = 0, batch_size: int = 64,
-               lr: float = 2e-3, weight_decay: float = 0.05, warmup_epochs: int = 5,
-               label_smoothing: float = 0.1) -> dict:
+def train_demo(
+    out: Path,
+    *,
+    epochs: int = 60,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    warmup_epochs: int = 5,
+    label_smoothing: float = 0.1,
+) -> dict:
     """Train the demo ViT from scratch, save its fp32 weights as safetensors to `out`.
 
     Deterministic given `seed` (weight init, shuffling and augmentation all derive

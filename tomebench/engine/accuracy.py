@@ -28,8 +28,13 @@ def accuracy_sizes(setup: Setup, throughput: Throughput) -> dict[int, int]:
     return {i: throughput.checks[i].batch_size for i in sorted(chosen.values())}
 
 
-def count_accuracy(setup: Setup, sizes: dict[int, int], shard: tuple[int, int] | None = None,
-                   progress: Progress | None = None, tag: str = "") -> dict[int, Accuracy]:
+def count_accuracy(
+    setup: Setup,
+    sizes: dict[int, int],
+    shard: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+    tag: str = "",
+) -> dict[int, Accuracy]:
     """One data pass over the images (or the shard [start, stop) of them) for configurations {index: batch size
     that fits}. Counts are exact, so shards add up to the whole. Empty when there are no images.
 
@@ -39,22 +44,32 @@ def count_accuracy(setup: Setup, sizes: dict[int, int], shard: tuple[int, int] |
     if images is None or not sizes:
         return {}
     if shard is not None:
-        images = datasets.ImageList(images.files[shard[0]:shard[1]], images.labels[shard[0]:shard[1]],
-                                    images.classes, images.name)
+        images = datasets.ImageList(
+            images.files[shard[0] : shard[1]], images.labels[shard[0] : shard[1]], images.classes, images.name
+        )
     progress = progress or Silent()
     progress.phase(f"accuracy{tag}", len(images.files))
     loaded, device = setup.loaded, setup.device
-    loader = datasets.make_loader(images, loaded.data_config, setup.eval_batch_size, workers(setup.spec.workers),
-                                  pin_memory=device.type == "cuda", transform=loaded.transform)
+    loader = datasets.make_loader(
+        images,
+        loaded.data_config,
+        setup.eval_batch_size,
+        workers(setup.spec.workers),
+        pin_memory=device.type == "cuda",
+        transform=loaded.transform,
+    )
     normalize = datasets.DeviceNormalize(loaded.data_config, device)
     indices = list(sizes)
     prepares = [setup.prepare(i) for i in indices]
     if setup.spec.compile is not None:
-        prepares = [functools.partial(compiled.StaticBatch, prepare(), sizes[i]) for prepare, i in zip(prepares, indices)]
+        prepares = [
+            functools.partial(compiled.StaticBatch, prepare(), sizes[i]) for prepare, i in zip(prepares, indices)
+        ]
     try:
         with compiled.limits(len(setup.configs)) if setup.spec.compile else nullcontext():
-            evaluation = evaluate_in_one_pass(setup.model, prepares, loader, normalize, setup.autocast, progress.advance,
-                                              [sizes[i] for i in indices])
+            evaluation = evaluate_in_one_pass(
+                setup.model, prepares, loader, normalize, setup.autocast, progress.advance, [sizes[i] for i in indices]
+            )
     finally:
         unpatch(setup.model)
     return dict(zip(indices, evaluation.per_config))

@@ -42,8 +42,10 @@ def resolve_images(spec: RunSpec, loaded: LoadedModel) -> datasets.ImageList | N
         raise UsageError(f"--labels uses class {images.num_classes - 1} but {loaded.name} predicts {num_classes}")
     images = datasets.balanced_subset(images, spec.limit)
     if datasets.first_readable(images) is None:
-        raise UsageError(f"none of the {len(images.files)} images under --data {source} could be read "
-                         "(corrupt, or not an image format PIL knows)")
+        raise UsageError(
+            f"none of the {len(images.files)} images under --data {source} could be read "
+            "(corrupt, or not an image format PIL knows)"
+        )
     return images
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tomebench.engine.spec import Config, RunSpec
+from tomebench.engine.spec import Config, RunSpec, nominal_r
 from tomebench.errors import UsageError, one_line
 from tomebench.models import LoadedModel
-from tomebench.patch import PatchInfo, depth as model_depth, num_input_tokens, num_prefix_tokens, plan_patch
+from tomebench.patch import PatchInfo, layout, num_input_tokens, num_prefix_tokens, plan_patch
+from tomebench.patch import depth as model_depth
 from tomebench.reducers import REDUCERS
-from tomebench.schedule import distinct_r, full_r, layer_schedule
+from tomebench.schedule import CONSTANT, distinct_r, full_r, layer_schedule
 
 
 def plan_configs(spec: RunSpec, loaded: LoadedModel, notes: list[str] | None = None) -> list[Config]:
@@ -41,26 +42,60 @@ def plan_configs(spec: RunSpec, loaded: LoadedModel, notes: list[str] | None = N
         else:
             r_values = _distinct_r(r_values, spec, loaded, notes)
         planned = []
+        if _matching(spec):
+            from tomebench.engine.matching import matched_configs
+
+            planned = matched_configs(spec, loaded, r_values, notes)
         for choice in spec.reducers:
-            if choice.name != "none":
-                planned += [Config(choice.name, r, spec.schedule, spec.prop_attn, choice.options) for r in r_values]
+            if not _matching(spec):
+                planned += _choice_configs(choice, spec, r_values, model, notes)
             for option in choice.inert:
-                notes.append(f"{choice.name}.{option}: it changes nothing with the other options, so it is left out "
-                             "of the rows")
+                notes.append(
+                    f"{choice.name}.{option}: it changes nothing with the other options, so it is left out of the rows"
+                )
     for cfg in planned:
         if cfg.schedule.explicit:
             layer_schedule(cfg.schedule.blocks, depth)
     return [Config("none", 0)] + [cfg for cfg in planned if cfg.reducer != "none"]
 
 
+def _matching(spec: RunSpec) -> bool:
+    """--match gmacs, asked for or by default because the reducers' knobs differ."""
+    if spec.match is not None:
+        return spec.match == "gmacs"
+    from tomebench.engine.matching import knobs_differ
+
+    return knobs_differ(spec.reducers)
+
+
+def _choice_configs(choice, spec: RunSpec, r_values, model, notes: list[str]) -> list[Config]:
+    """One reducer's configurations: one per r for a reducer whose budget is r; one for a reducer whose own knob
+    plans its blocks (its r is the mean tokens it removes per block; a grid of knob values is several choices)."""
+    reducer = REDUCERS.get(choice.name)
+    if reducer.kind == "none":
+        return []
+    if reducer.budget is None:
+        return [Config(choice.name, r, spec.schedule, spec.prop_attn, choice.options) for r in r_values]
+    if spec.schedule.label != "constant":
+        notes.append(
+            f"{choice.name} spends its budget as its {reducer.knob} option says, block by block: "
+            f"--schedule {spec.schedule.label} does not apply to it"
+        )
+    requested = reducer.requested(0, None, reducer.defaults() | dict(choice.options), layout(model))
+    return [Config(choice.name, nominal_r(requested), CONSTANT, spec.prop_attn, choice.options)]
+
+
 def _distinct_r(r_values, spec: RunSpec, loaded: LoadedModel, notes: list[str]) -> list[int]:
     model = loaded.model
-    kept, cap = distinct_r(r_values, spec.schedule, model_depth(model), num_input_tokens(model),
-                           num_prefix_tokens(model))
+    kept, cap = distinct_r(
+        r_values, spec.schedule, model_depth(model), num_input_tokens(model), num_prefix_tokens(model)
+    )
     if len(kept) < len(r_values):
-        notes.append(f"{len(r_values)} r values asked, {len(kept)} distinct on {loaded.name}: from r={cap} on, every "
-                     f"block of the {spec.schedule.label} schedule removes as many tokens as it can, and r values "
-                     f"with the same per-block schedule are measured once (r={runs(kept)})")
+        notes.append(
+            f"{len(r_values)} r values asked, {len(kept)} distinct on {loaded.name}: from r={cap} on, every "
+            f"block of the {spec.schedule.label} schedule removes as many tokens as it can, and r values "
+            f"with the same per-block schedule are measured once (r={runs(kept)})"
+        )
     return kept
 
 

@@ -31,8 +31,15 @@ class Check:
     attn_impl: str | None = None
 
 
-def probe(model, prepare, batch, autocast, device, requested: int | None = None,
-          compiled_prepare: Callable[[], torch.nn.Module] | None = None) -> Check:
+def probe(
+    model,
+    prepare,
+    batch,
+    autocast,
+    device,
+    requested: int | None = None,
+    compiled_prepare: Callable[[], torch.nn.Module] | None = None,
+) -> Check:
     """Switch to the configuration, count its cost on one image, and run one full batch.
 
     A batch that runs out of memory is halved until one fits (down to 1 image); the size that fit is the one
@@ -53,25 +60,37 @@ def probe(model, prepare, batch, autocast, device, requested: int | None = None,
         return Check(error=failure(exc, device), batch_size=requested)
     if compiled_prepare is not None:
         module = compiled_prepare()
-
-    def forward(size: int) -> float:
-        with torch.inference_mode(), autocast():
-            synchronize(device)
-            return timed_repeat(lambda: module(batch[:size]), 1, device)
-
-    compile_s = None
     try:
-        first, size = largest_that_fits(forward, len(batch), device)
-        if compiled_prepare is not None:
-            compile_s = max(0.0, first - forward(size))
+        size, compile_s = _full_batch(module, batch, autocast, device, compiled_prepare is not None)
     except Exception as exc:  # noqa: BLE001
         error = failure(exc, device)
         if compiled_prepare is not None and not is_out_of_memory(exc):
             error = f"compile failed: {error}"
         return Check(error=error, batch_size=requested)
     backoff = None if size == requested else f"out of memory at batch {requested}; measured at batch {size}"
-    return Check(gflops=gflops, tokens_final=tokens[-1] if tokens else None, clamp_note=clamp, batch_size=size,
-                 backoff_note=backoff, compile_s=compile_s, tokens_per_layer=tokens, attn_impl=attn_impl)
+    return Check(
+        gflops=gflops,
+        tokens_final=tokens[-1] if tokens else None,
+        clamp_note=clamp,
+        batch_size=size,
+        backoff_note=backoff,
+        compile_s=compile_s,
+        tokens_per_layer=tokens,
+        attn_impl=attn_impl,
+    )
+
+
+def _full_batch(module, batch, autocast, device, compiling: bool) -> tuple[int, float | None]:
+    """(the batch that fits, halving after each out-of-memory error; the seconds its first call spent compiling,
+    when `compiling`: that call less the next one)."""
+
+    def forward(size: int) -> float:
+        with torch.inference_mode(), autocast():
+            synchronize(device)
+            return timed_repeat(lambda: module(batch[:size]), 1, device)
+
+    first, size = largest_that_fits(forward, len(batch), device)
+    return size, max(0.0, first - forward(size)) if compiling else None
 
 
 def _clamp_note(requested: tuple[int, ...], effective: tuple[int, ...]) -> str | None:

@@ -59,8 +59,9 @@ class RayExecutor:
             try:
                 ray.init(address=self.address, log_to_driver=False, **self.init_options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UsageError(f"cannot reach the Ray cluster at {self.address or 'RAY_ADDRESS/local'}: "
-                                 f"{one_line(exc)}") from None
+                raise UsageError(
+                    f"cannot reach the Ray cluster at {self.address or 'RAY_ADDRESS/local'}: {one_line(exc)}"
+                ) from None
         gpus = ray.cluster_resources().get("GPU", 0)
         if spec.device == "auto":
             return replace(spec, device="cuda" if gpus else "cpu")
@@ -78,7 +79,11 @@ class RayExecutor:
         timing_resources = {"num_gpus": 1} if gpu else {"num_cpus": _cpus_per_node(ray)}
         shard_resources = {"num_gpus": 1} if gpu else {"num_cpus": 1}
         run = _Run(
-            ray, setup, groups, finished, progress,
+            ray,
+            setup,
+            groups,
+            finished,
+            progress,
             count_task=ray.remote(max_retries=self.retries, **shard_resources)(_count_shard),
             shards=_shards(setup, self.shards or int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1))),
             fault=self.fault,
@@ -225,6 +230,7 @@ def _use_assigned_cpus() -> None:
 
 def _absolute(spec: RunSpec) -> RunSpec:
     """Paths as the workers need them: absolute, since a worker's working directory is not the driver's."""
+
     def resolved(path):
         return None if path is None else Path(path).expanduser().resolve()
 
@@ -232,4 +238,3 @@ def _absolute(spec: RunSpec) -> RunSpec:
     if data not in (None, DEMO_DATA, SYNTHETIC):
         data = str(Path(data).expanduser().resolve())
     return replace(spec, data=data, labels=resolved(spec.labels), checkpoint=resolved(spec.checkpoint))
-

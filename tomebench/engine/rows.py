@@ -14,16 +14,29 @@ from tomebench.measure.timing import NOISY_SPREAD, Timing
 from tomebench.results.row import Row
 
 
-def group_rows(setup: Setup, group: list[int], throughput: Throughput, accuracy: dict[int, Accuracy],
-               accuracy_error: str | None = None) -> tuple[list[Row], dict[str, Timing]]:
+def group_rows(
+    setup: Setup,
+    group: list[int],
+    throughput: Throughput,
+    accuracy: dict[int, Accuracy],
+    accuracy_error: str | None = None,
+) -> tuple[list[Row], dict[str, Timing]]:
     """The rows of a finished group, and its raw timings by label."""
-    if setup.images is not None and throughput.evaluable and accuracy and all(
-            a.n_images == 0 and a.error is None for a in accuracy.values()):
+    if (
+        setup.images is not None
+        and throughput.evaluable
+        and accuracy
+        and all(a.n_images == 0 and a.error is None for a in accuracy.values())
+    ):
         raise TomebenchError(f"none of the {len(setup.images.files)} images under {setup.images.name} could be read")
     rows = []
     accuracy = {i: accuracy[j] for i in group for j in accuracy if setup.sibling_key(i) == setup.sibling_key(j)}
-    latency = {i: throughput.latency[j] for i in group for j in throughput.latency
-               if setup.sibling_key(i) == setup.sibling_key(j)}
+    latency = {
+        i: throughput.latency[j]
+        for i in group
+        for j in throughput.latency
+        if setup.sibling_key(i) == setup.sibling_key(j)
+    }
     base_latency = next((t for j, t in throughput.latency.items() if setup.sibling_key(j) == 0), None)
     for i in group:
         acc = accuracy.get(i) if i in throughput.evaluable else None
@@ -31,20 +44,37 @@ def group_rows(setup: Setup, group: list[int], throughput: Throughput, accuracy:
             acc = Accuracy(None, None, 0, accuracy_error)
         baseline = throughput.timings.get(setup.baseline_for(i))
         reference = baseline if baseline is not None and baseline.error is None else None
-        row = make_row(setup.planned[i], throughput.checks[i], throughput.timings.get(i), acc, setup.images,
-                       reference, throughput.retimed, latency.get(i), base_latency)
+        row = make_row(
+            setup.planned[i],
+            throughput.checks[i],
+            throughput.timings.get(i),
+            acc,
+            setup.images,
+            reference,
+            throughput.retimed,
+            latency.get(i),
+            base_latency,
+        )
         rows.append(replace(row, device_name=throughput.device_name or None))
     raw = {throughput.labels[i]: throughput.timings[i] for i in throughput.timings}
     raw.update({f"{throughput.labels[j]} latency": t for j, t in throughput.latency.items()})
     return rows, raw
 
 
-def make_row(identity: Row, check: Check, timing: Timing | None, acc: Accuracy | None, images,
-             reference: Timing | None, retimed: int = 0, latency: Timing | None = None,
-             base_latency: Timing | None = None) -> Row:
+def make_row(
+    identity: Row,
+    check: Check,
+    timing: Timing | None,
+    acc: Accuracy | None,
+    images,
+    reference: Timing | None,
+    retimed: int = 0,
+    latency: Timing | None = None,
+    base_latency: Timing | None = None,
+) -> Row:
     """One configuration's row from what was measured of it; `reference` is the unpatched model's timing in the
     same group (what speedup divides by)."""
-    notes = [check.backoff_note, check.clamp_note]
+    notes = [identity.note, check.backoff_note, check.clamp_note]  # the plan's own note first (a GMACs match)
     values: dict = dict(
         infer_batch_size=check.batch_size,
         infer_gflops=None if check.gflops is None else round(check.gflops, 4),
@@ -86,12 +116,21 @@ def _timing(values: dict, timing: Timing | None, reference: Timing | None, retim
         return []
     notes = []
     median, p10, p90 = timing.samples_per_sec()
-    values.update(infer_samples_per_sec=median, infer_samples_per_sec_p10=p10, infer_samples_per_sec_p90=p90,
-                  infer_step_time=timing.median_step_ms(), peak_mem_mb=timing.peak_mem_mb)
+    values.update(
+        infer_samples_per_sec=median,
+        infer_samples_per_sec_p10=p10,
+        infer_samples_per_sec_p90=p90,
+        infer_step_time=timing.median_step_ms(),
+        peak_mem_mb=timing.peak_mem_mb,
+    )
     if reference is not None:
         p10_speedup, p90_speedup = timing.speedup_spread(reference)
-        values.update(speedup=timing.speedup_over(reference), speedup_p10=p10_speedup, speedup_p90=p90_speedup,
-                      baseline_samples_per_sec=reference.samples_per_sec()[0])
+        values.update(
+            speedup=timing.speedup_over(reference),
+            speedup_p10=p10_speedup,
+            speedup_p90=p90_speedup,
+            baseline_samples_per_sec=reference.samples_per_sec()[0],
+        )
     else:
         notes.append("no speedup: the unpatched model failed")
     if timing.spread() > NOISY_SPREAD:

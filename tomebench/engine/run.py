@@ -20,9 +20,9 @@ from tomebench.engine.rows import group_rows
 from tomebench.engine.setup import Setup
 from tomebench.engine.spec import RunSpec
 from tomebench.engine.throughput import measure_throughput
+from tomebench.measure.environment import capture_environment
 from tomebench.measure.timing import Timing
 from tomebench.patch import unpatch
-from tomebench.measure.environment import capture_environment
 from tomebench.results.row import Row
 
 
@@ -55,8 +55,13 @@ class Executor(Protocol):
         """The spec with anything the executor decides filled in (a cluster picks the device)."""
         ...
 
-    def run(self, setup: Setup, groups: list[list[int]], finished: Callable[[list[Row], dict[str, Timing]], list[Row]],
-            progress: Progress) -> list[Row]:
+    def run(
+        self,
+        setup: Setup,
+        groups: list[list[int]],
+        finished: Callable[[list[Row], dict[str, Timing]], list[Row]],
+        progress: Progress,
+    ) -> list[Row]:
         """Measure each group (indices into setup.configs), calling `finished(rows, raw_times)` as each completes;
         return what `finished` returned, concatenated."""
         ...

@@ -21,6 +21,7 @@ from tomebench.measure.device import autocast_for, resolve_device, resolve_dtype
 from tomebench.measure.memory import largest_that_fits
 from tomebench.models import LoadedModel, create
 from tomebench.patch import check_supported, default_prop_attn, install, unpatch
+from tomebench.patch.plan import NATIVE
 from tomebench.reducers import REDUCERS
 from tomebench.results.row import Row
 
@@ -153,6 +154,14 @@ def _identity(base: Row, cfg: Config, model) -> Row:
         return identity
     spec = REDUCERS.get(cfg.reducer)
     prop = default_prop_attn(model, spec) if cfg.prop_attn is None else cfg.prop_attn
+    schedule = cfg.schedule.label if spec.budget is None else NATIVE
     options = ",".join(f"{k}={v}" for k, v in cfg.options) or None
-    return replace(identity, reducer=cfg.reducer, r=cfg.r, schedule=cfg.schedule.label, prop_attn=prop,
-                   reducer_options=options)
+    return replace(
+        identity,
+        reducer=cfg.reducer,
+        r=cfg.r,
+        schedule=schedule,
+        prop_attn=prop,
+        note=cfg.note,
+        reducer_options=options,
+    )

@@ -34,6 +34,7 @@ MAX_WORKERS = 256
 MAX_GROUP = 1_000_000
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
 COMPILE_MODES = ("default", "max-autotune", "reduce-overhead")
+MATCHES = ("gmacs", "none")
 DEMO_DATA = "demo"
 SYNTHETIC = "synthetic"
 
@@ -41,12 +42,14 @@ SYNTHETIC = "synthetic"
 @dataclass(frozen=True)
 class ReducerChoice:
     """A registered reducer by its canonical name, with its checked options as sorted (key, value) pairs (defaults
-    and options that change nothing left out, so equal choices are equal values). `inert` names the given
-    options that were left out because they change nothing with the others (said in a note)."""
+    and options that change nothing left out, so equal choices are equal values; a reducer whose budget is an
+    option keeps it). `given` names the options the user set; `inert` those left out because they change nothing
+    with the others (said in a note)."""
 
     name: str
     options: tuple[tuple[str, object], ...] = ()
     inert: tuple[str, ...] = field(default=(), compare=False)
+    given: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def of(cls, name: str, options: Mapping[str, object] | None = None) -> ReducerChoice:
@@ -55,7 +58,8 @@ class ReducerChoice:
 
         spec = REDUCERS.get(name)
         given = dict(options or {})
-        return cls(spec.name, spec.canonical(given), tuple(inert(spec.options, spec.check(given))))
+        checked = spec.check(given)
+        return cls(spec.name, spec.canonical(given), tuple(inert(spec.options, checked)), tuple(sorted(given)))
 
     @property
     def label(self) -> str | None:
@@ -75,6 +79,7 @@ class Config:
     prop_attn: bool | None = None
     options: tuple[tuple[str, object], ...] = ()
     batch_size: int | None = None
+    note: str | None = field(default=None, compare=False)  # what the plan says of it (a GMACs match), for its row
 
     def __post_init__(self) -> None:
         schedule = self.schedule
@@ -121,6 +126,9 @@ class RunSpec:
     # An explicit plan instead of reducers x r: configurations, or a function of the loaded model giving them
     # (ablate and schedules need the model's depth and defaults to plan).
     configs: tuple[Config, ...] | Planner | None = None
+    # How reducers whose knobs differ are compared: "gmacs" (each at the knob value nearest the reference's GMACs at
+    # every r), "none" (each at its own knob values), None: gmacs when the reducers' knobs differ, else none.
+    match: str | None = None
 
     def __post_init__(self) -> None:
         for name, value in _normalised(self).items():
@@ -141,9 +149,7 @@ def _normalised(spec: RunSpec) -> dict[str, Any]:
     reducers = spec.reducers
     if isinstance(reducers, (str, ReducerChoice)):
         reducers = (reducers,)
-    out["reducers"] = tuple(dict.fromkeys(
-        ReducerChoice.of(c.name, dict(c.options)) if isinstance(c, ReducerChoice) else ReducerChoice.of(str(c))
-        for c in reducers))
+    out["reducers"] = tuple(dict.fromkeys(_choice(c) for c in reducers))
     out["schedule"] = parse_schedule(spec.schedule)
     sizes = spec.batch_sizes
     if sizes is not None:
@@ -162,13 +168,30 @@ def _normalised(spec: RunSpec) -> dict[str, Any]:
     return out
 
 
+def _choice(given: ReducerChoice | str) -> ReducerChoice:
+    """A reducer as a checked, canonical choice (a hand-made ReducerChoice is checked too)."""
+    if not isinstance(given, ReducerChoice):
+        return ReducerChoice.of(str(given))
+    checked = ReducerChoice.of(given.name, dict(given.options))
+    return replace(checked, inert=given.inert + checked.inert, given=given.given or checked.given)
+
+
 def _check(spec: RunSpec) -> None:
     """Every field's type and range; one UsageError, worded as the command line's flag, for the first bad one."""
     if not isinstance(spec.model, str) or not spec.model.strip():
         raise UsageError("--model is empty: name a model, e.g. --model deit_s (see `tomebench models`)")
     if spec.configs is None and not spec.reducers:
-        raise UsageError("no reducer to measure (--reducers is empty): name at least one, e.g. --reducers "
-                         "tome,prune")
+        raise UsageError("no reducer to measure (--reducers is empty): name at least one, e.g. --reducers tome,prune")
+    if isinstance(spec.configs, tuple):
+        for cfg in spec.configs:
+            if not isinstance(cfg, Config):
+                raise UsageError(f"configs must be Config values, got {type(cfg).__name__}")
+    _check_plan(spec)
+    _check_settings(spec)
+
+
+def _check_plan(spec: RunSpec) -> None:
+    """r and the batch sizes."""
     if spec.r is not None:
         if isinstance(spec.r, range):
             if spec.r.step <= 0 or (len(spec.r) and (spec.r[0] < 0 or spec.r[-1] > MAX_R)):
@@ -180,26 +203,38 @@ def _check(spec: RunSpec) -> None:
         if not spec.batch_sizes:
             raise UsageError("--batch-size is empty: give at least one size, e.g. 32 or 1,8,32")
         if len(spec.batch_sizes) > MAX_BATCH_AXIS:
-            raise UsageError(f"--batch-size asks for {len(spec.batch_sizes)} batch sizes; at most {MAX_BATCH_AXIS} "
-                             "(each one times every configuration again)")
+            raise UsageError(
+                f"--batch-size asks for {len(spec.batch_sizes)} batch sizes; at most {MAX_BATCH_AXIS} "
+                "(each one times every configuration again)"
+            )
         for size in spec.batch_sizes:
             _whole(size, "--batch-size", 1, None)
             if size > MAX_BATCH_SIZE:
-                raise UsageError(f"--batch-size {size} is absurd: at most {MAX_BATCH_SIZE} images per batch "
-                                 "(a batch that does not fit is halved until it does)")
+                raise UsageError(
+                    f"--batch-size {size} is absurd: at most {MAX_BATCH_SIZE} images per batch "
+                    "(a batch that does not fit is halved until it does)"
+                )
+
+
+def _check_settings(spec: RunSpec) -> None:
+    """Device, dtype, compile mode, the limits and the flags."""
     if spec.prop_attn is not None and not isinstance(spec.prop_attn, bool):
         raise UsageError(f"prop_attn must be true or false, got {spec.prop_attn!r}")
     if not isinstance(spec.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec.device.strip()):
         raise UsageError(f"unknown device {spec.device!r}: use auto, cpu, cuda or cuda:N")
     if spec.dtype is not None and spec.dtype not in DTYPE_NAMES:
         raise UsageError(f"unknown dtype {spec.dtype!r}: use {', '.join(DTYPE_NAMES)}")
+    if spec.match is not None and spec.match not in MATCHES:
+        raise UsageError(f"unknown --match {spec.match!r}: use {', '.join(MATCHES)}")
     if spec.compile is not None and spec.compile not in COMPILE_MODES:
         raise UsageError(f"unknown --compile mode {spec.compile!r}: use {', '.join(COMPILE_MODES)}")
-    for flag, value, low, high in (("--repeats", spec.repeats, 1, MAX_REPEATS),
-                                   ("--workers", spec.workers, 0, MAX_WORKERS),
-                                   ("--limit", spec.limit, 1, None),
-                                   ("--group-size", spec.group_size, 0, MAX_GROUP),
-                                   ("--max-retime", spec.max_retime, 0, MAX_RETIME)):
+    for flag, value, low, high in (
+        ("--repeats", spec.repeats, 1, MAX_REPEATS),
+        ("--workers", spec.workers, 0, MAX_WORKERS),
+        ("--limit", spec.limit, 1, None),
+        ("--group-size", spec.group_size, 0, MAX_GROUP),
+        ("--max-retime", spec.max_retime, 0, MAX_RETIME),
+    ):
         if value is not None:
             _whole(value, flag, low, high)
     for flag, value in (("--pretrained", spec.pretrained), ("--latency", spec.latency)):
@@ -210,10 +245,6 @@ def _check(spec: RunSpec) -> None:
     for key, _ in spec.model_kwargs:
         if not isinstance(key, str) or not key.isidentifier():
             raise UsageError(f"bad --model-arg {key!r}: write KEY=VALUE with KEY a Python name, e.g. global_pool=avg")
-    if isinstance(spec.configs, tuple):
-        for cfg in spec.configs:
-            if not isinstance(cfg, Config):
-                raise UsageError(f"configs must be Config values, got {type(cfg).__name__}")
 
 
 def _whole(value: object, flag: str, low: int, high: int | None) -> None:
@@ -223,6 +254,11 @@ def _whole(value: object, flag: str, low: int, high: int | None) -> None:
         raise UsageError(f"{flag} must be >= {low}, got {value}")
     if high is not None and value > high:
         raise UsageError(f"{flag} {value} is absurd: at most {high}")
+
+
+def nominal_r(requested: tuple[int, ...]) -> int:
+    """The r a row of a reducer with its own per-block plan shows: the tokens it asks to remove, per block."""
+    return round(sum(requested) / max(len(requested), 1))
 
 
 def finite(value: float, flag: str) -> float:

@@ -34,8 +34,13 @@ class Throughput:
     latency: dict[int, Timing] = field(default_factory=dict)
 
 
-def measure_throughput(setup: Setup, group: list[int], progress: Progress | None = None, tag: str = "",
-                       checks: dict[int, Check] | None = None) -> Throughput:
+def measure_throughput(
+    setup: Setup,
+    group: list[int],
+    progress: Progress | None = None,
+    tag: str = "",
+    checks: dict[int, Check] | None = None,
+) -> Throughput:
     """Probe each configuration of the group (cost, tokens, one full batch with out-of-memory backoff), then time
     the working ones interleaved with the unpatched model at each of the group's batch sizes (and, with
     --latency, one image at a time)."""
@@ -68,8 +73,15 @@ def measure_throughput(setup: Setup, group: list[int], progress: Progress | None
             latency = _time_latency(setup, [i for i in timed if timings[i].error is None], progress, tag)
     unpatch(setup.model)
     evaluable = tuple(i for i in group if i in timings and timings[i].error is None)
-    return Throughput({i: checks[i] for i in timed + group if i in checks}, timings, evaluable, labels,
-                      device_name(setup.device), retimed, latency)
+    return Throughput(
+        {i: checks[i] for i in timed + group if i in checks},
+        timings,
+        evaluable,
+        labels,
+        device_name(setup.device),
+        retimed,
+        latency,
+    )
 
 
 def _probe(setup: Setup, i: int) -> Check:
@@ -77,8 +89,15 @@ def _probe(setup: Setup, i: int) -> Check:
     decided = setup.decided[i]
     if decided.error is not None:
         return Check(error=decided.error, batch_size=size)
-    return probe(setup.model, setup.prepare(i, eager=True), setup.batch[:size], setup.autocast, setup.device, size,
-                 None if setup.spec.compile is None else setup.prepare(i))
+    return probe(
+        setup.model,
+        setup.prepare(i, eager=True),
+        setup.batch[:size],
+        setup.autocast,
+        setup.device,
+        size,
+        None if setup.spec.compile is None else setup.prepare(i),
+    )
 
 
 def worst_spread(timings) -> float:

@@ -88,8 +88,11 @@ def limits(modules: int) -> Iterator[None]:
     """Let dynamo keep `modules` compiled entries of one forward (one per configuration and shape), restored on
     exit. Without it, the ninth configuration of a sweep would run eager with only a log warning."""
     config = torch._dynamo.config
-    names = [n for n in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
-                         "accumulated_cache_size_limit") if hasattr(config, n)]
+    names = [
+        n
+        for n in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit")
+        if hasattr(config, n)
+    ]
     before = {n: getattr(config, n) for n in names}
     try:
         for name in names:

@@ -15,7 +15,9 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kw
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _native_mha_flops(query_shape, key_shape, value_shape, embed_dim, num_heads, *args, out_shape=None, **kwargs) -> int:
+def _native_mha_flops(
+    query_shape, key_shape, value_shape, embed_dim, num_heads, *args, out_shape=None, **kwargs
+) -> int:
     """nn.MultiheadAttention's fused inference path (torchvision's ViT runs it when unpatched): the packed q/k/v
     projection, attention, and the output projection. query (B, N, C)."""
     b, n, c = query_shape

@@ -34,17 +34,37 @@ from tomebench.patch.plan import (
     plan_patch,
     unpatch,
 )
+from tomebench.reducers import ReducerSpec
 from tomebench.schedule import Schedule
 
-__all__ = ["LayerPlan", "PatchInfo", "TokenState", "check_reducer_options", "check_supported", "default_prop_attn",
-           "depth", "forward_with_state", "grid_size", "install", "is_patched", "layout", "logits_of",
-           "num_input_tokens", "num_prefix_tokens", "patch", "patch_info", "plan_patch", "token_counts",
-           "tokens_after_blocks", "unpatch"]
+__all__ = [
+    "LayerPlan",
+    "PatchInfo",
+    "TokenState",
+    "check_reducer_options",
+    "check_supported",
+    "default_prop_attn",
+    "depth",
+    "forward_with_state",
+    "grid_size",
+    "install",
+    "is_patched",
+    "layout",
+    "logits_of",
+    "num_input_tokens",
+    "num_prefix_tokens",
+    "patch",
+    "patch_info",
+    "plan_patch",
+    "token_counts",
+    "tokens_after_blocks",
+    "unpatch",
+]
 
 
 def patch(
     model: nn.Module,
-    reducer: str = "tome",
+    reducer: str | ReducerSpec = "tome",
     r: int | Sequence[int] = 16,
     schedule: str | Schedule | Sequence[int] = "constant",
     prop_attn: bool | None = None,
@@ -57,7 +77,8 @@ def patch(
     r: tokens removed per block (int) or an explicit per-block list; schedule: "constant", "decreasing" or
     an explicit per-block list (then r is ignored). prop_attn=None picks the default for the model and reducer.
     trace_source keeps a (B, N, N0) map from tokens to input patches (for visualisation). `options` go to
-    the reducer. Calling patch again replaces the previous settings.
+    the reducer, which is a registered name or a `ReducerSpec` (`tomebench.reducers.reducer_spec`, unregistered).
+    Calling patch again replaces the previous settings.
     """
     return install(model, plan_patch(model, reducer, r, schedule, prop_attn, trace_source, **options))
 
@@ -86,8 +107,10 @@ def forward_with_state(model: nn.Module, x: Tensor) -> tuple[Tensor, TokenState]
     """Run a patched model on images x (B, 3, H, W); return logits and the final TokenState."""
     if patch_info(model) is None:
         # Without a patch there is no token state to return (and a bare AttributeError would not say why).
-        raise UsageError(f"forward_with_state needs a patched model, and this {type(model).__name__} is not patched: "
-                         "call tomebench.patch(model, reducer, r) first (r=0 keeps every token)")
+        raise UsageError(
+            f"forward_with_state needs a patched model, and this {type(model).__name__} is not patched: "
+            "call tomebench.patch(model, reducer, r) first (r=0 keeps every token)"
+        )
     feats, state = forward_tokens(model, x)
     return adapter_for(model).head(model, feats, state.size), state
 

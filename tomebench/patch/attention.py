@@ -81,14 +81,15 @@ def attention(
     adapter: Adapter | None = None,
     eager: bool = False,
     built: list | None = None,
-) -> tuple[Tensor, AttentionParts | None]:
+    probabilities_only: bool = False,
+) -> tuple[Tensor | None, AttentionParts | None]:
     """A block's attention, with log(size) added to every key's logit when size is given.
 
     attn: the block's attention module (its family's adapter says where q/k/v are; timm's by default); x: (B, N, C)
     normed tokens; size: (B, N, 1) or None; block_input: the block's tokens before the norm. eager: build the
-    attention matrix (a reducer needs it) and multiply it with v, instead of one SDPA call. Returns the attention
-    output (B, N, C) and, when the block reduces, the parts a reducer may use (q, k from the same projection; the
-    metric is derived from k, no second matmul).
+    attention matrix (a reducer needs it) and multiply it with v, instead of one SDPA call; probabilities_only:
+    stop at the matrix (the output is None). Returns the attention output (B, N, C) and, when the block reduces,
+    the parts a reducer may use (q, k from the same projection; the metric is derived from k, no second matmul).
     """
     if adapter is None:
         from tomebench.adapters import ADAPTERS
@@ -101,16 +102,18 @@ def attention(
     probs = None
     if eager:
         probs = _probabilities(q, k, bias, scale)  # (B, H, N, N)
-        out = F.dropout(probs, adapter.attn_dropout(attn)).to(v.dtype) @ v
+        out = None if probabilities_only else F.dropout(probs, adapter.attn_dropout(attn)).to(v.dtype) @ v
     else:
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=adapter.attn_dropout(attn), scale=scale
         )  # (B, H, N, D)
-    out = adapter.attn_output(attn, out.transpose(1, 2).reshape(b, n, -1), x)  # (B, N, C)
+    if out is not None:
+        out = adapter.attn_output(attn, out.transpose(1, 2).reshape(b, n, -1), x)  # (B, N, C)
     if not reducing:
         return out, None
-    parts = AttentionParts(q, k, v, x if block_input is None else block_input, bias, scale, probs,
-                           [] if built is None else built)
+    parts = AttentionParts(
+        q, k, v, x if block_input is None else block_input, bias, scale, probs, [] if built is None else built
+    )
     if eager:
         parts.built.append(True)
     return out, parts

@@ -78,8 +78,7 @@ def forward_tokens(model: Any, x: Tensor, **embed_kwargs: Any) -> tuple[Tensor, 
     built: list = []  # this forward's own record of full attention matrices built (re-entrant: a local)
     tokens = []
     for index, (block, layer) in enumerate(zip(blocks, info.layers)):
-        x, size, source = _block_forward(adapter, block, layer, index, x, size, source, p, has_cls, len(blocks),
-                                         built)
+        x, size, source = _block_forward(adapter, block, layer, index, x, size, source, p, has_cls, len(blocks), built)
         tokens.append(x.shape[1])
     return adapter.final_norm(model, x), TokenState(size, source, tuple(tokens), bool(built))
 
@@ -100,9 +99,22 @@ def _block_forward(
     """One pre-norm block with token reduction where the reducer acts. x: (B, N, C) -> (B, N - r, C)."""
     spec = layer.reducer
     r = min(layer.r, spec.most(x.shape[1], p))  # the clamp: never more than the block's tokens allow
+    if r > 0 and spec.acts == "before-attention":
+        x, size, source = _fused_before_attention(
+            adapter, block, layer, r, index, x, size, source, p, has_cls, depth, built
+        )
+        return adapter.mlp_residual(block, x), size, source
     eager = r > 0 and "attention" in spec.needs
-    attn_out, parts = attention(adapter.attention(block), adapter.attn_input(block, x),
-                                size if layer.prop_attn else None, r > 0, x, adapter, eager, built)
+    attn_out, parts = attention(
+        adapter.attention(block),
+        adapter.attn_input(block, x),
+        size if layer.prop_attn else None,
+        r > 0,
+        x,
+        adapter,
+        eager,
+        built,
+    )
     x = adapter.attn_residual(block, x, attn_out)
     if parts is not None and spec.acts == "attention-mlp":
         plan = spec.plan(parts.tokens(size, p, index, has_cls, x, depth), r, **layer.options)
@@ -112,3 +124,43 @@ def _block_forward(
         plan = spec.plan(parts.tokens(size, p, index, has_cls, x, depth), r, **layer.options)
         x, size, source = plan.apply(x, size, source)
     return x, size, source
+
+
+def _fused_before_attention(
+    adapter: Adapter,
+    block: nn.Module,
+    layer: LayerPlan,
+    r: int,
+    index: int,
+    x: Tensor,
+    size: Tensor | None,
+    source: Tensor | None,
+    p: int,
+    has_cls: bool,
+    depth: int,
+    built: list,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The attention half of a block whose reducer fuses tokens before attention (MCTF's one-step-ahead): the
+    block's attention probabilities are computed on the unfused tokens, the reducer plans on them and the block
+    input, the tokens and the attention matrix are fused alike, and the fused attention is applied to the values
+    of the fused tokens. x: (B, N, C) -> (B, N - r, C) after the attention residual."""
+    attn = adapter.attention(block)
+    _, parts = attention(
+        attn,
+        adapter.attn_input(block, x),
+        size if layer.prop_attn else None,
+        True,
+        x,
+        adapter,
+        eager=True,
+        built=built,
+        probabilities_only=True,
+    )
+    plan = layer.reducer.plan(parts.tokens(size, p, index, has_cls, x, depth), r, **layer.options)
+    fused, size, source = plan.apply(x, size, source)
+    probs = plan.attend(parts.probs)  # (B, H, N', N')
+    h = adapter.attn_input(block, fused)
+    v = adapter.values(attn, h)  # (B, H, N', D)
+    b, n, _ = h.shape
+    out = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(b, n, -1)  # (B, N', H * D)
+    return adapter.attn_residual(block, fused, adapter.attn_output(attn, out, h)), size, source

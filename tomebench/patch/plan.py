@@ -19,6 +19,9 @@ from tomebench.errors import UsageError
 from tomebench.reducers import REDUCERS, Layout, ReducerSpec
 from tomebench.schedule import Schedule, layer_schedule, parse_schedule, schedule_label
 
+# The schedule column of a reducer whose knob plans its blocks itself (a keep rate at some blocks, a ratio).
+NATIVE = "native"
+
 
 @dataclass(frozen=True)
 class LayerPlan:
@@ -63,7 +66,7 @@ def layout(model: nn.Module) -> Layout:
     adapter = adapter_for(model)
     gh, gw = adapter.grid_size(model)
     p = adapter.num_prefix_tokens(model)
-    return Layout(gh * gw + p, p, len(adapter.blocks(model)), adapter.has_cls(model))
+    return Layout(gh * gw + p, p, len(adapter.blocks(model)), adapter.has_cls(model), adapter.architecture(model))
 
 
 def default_prop_attn(model: nn.Module, reducer: ReducerSpec | None = None) -> bool:
@@ -75,7 +78,7 @@ def default_prop_attn(model: nn.Module, reducer: ReducerSpec | None = None) -> b
 
 def plan_patch(
     model: nn.Module,
-    reducer: str = "tome",
+    reducer: str | ReducerSpec = "tome",
     r: int | Sequence[int] = 16,
     schedule: str | Schedule | Sequence[int] = "constant",
     prop_attn: bool | None = None,
@@ -84,12 +87,23 @@ def plan_patch(
 ) -> PatchInfo:
     """Check and decide a patch of `model` without touching it (see `patch` for the arguments)."""
     check_supported(model)
-    spec = REDUCERS.get(reducer)
+    spec = reducer if isinstance(reducer, ReducerSpec) else REDUCERS.get(reducer)
     options = spec.check(options, layout(model))
-    depth = len(adapter_for(model).blocks(model))
+    shape = layout(model)
+    depth = shape.depth
     r = _whole_r(r)
     if spec.kind == "none":
         rs, label = (0,) * depth, "constant"
+    elif spec.budget is not None:
+        # The reducer's own per-block plan from its knob: a schedule would be ignored, so only "constant" is taken.
+        if not (isinstance(schedule, (str, Schedule)) and parse_schedule(schedule).label == "constant"):
+            raise UsageError(
+                f"reducer {spec.name} spends its budget as its {spec.knob} option says, block by block; "
+                f"it takes no schedule (got {schedule_label(schedule)})"
+            )
+        rs, label = spec.requested(r, None, spec.defaults() | options, shape), NATIVE
+        if len(rs) != depth or any(v < 0 for v in rs):
+            raise UsageError(f"reducer {spec.name} planned {list(rs)} for a model of {depth} blocks")
     elif isinstance(r, int) and (isinstance(schedule, (str, Schedule))):
         parsed = parse_schedule(schedule)
         rs = parsed.per_layer(r, depth)
@@ -100,15 +114,15 @@ def plan_patch(
     use_prop = default_prop_attn(model, spec) if prop_attn is None else bool(prop_attn)
     frozen_options = dict(options)
     layers = tuple(LayerPlan(v, spec, use_prop, frozen_options) for v in rs)
-    return PatchInfo(spec.name, label, rs, use_prop, bool(trace_source), original_class(model), layers,
-                     frozen_options)
+    return PatchInfo(spec.name, label, rs, use_prop, bool(trace_source), original_class(model), layers, frozen_options)
 
 
 def install(model: nn.Module, info: PatchInfo) -> nn.Module:
     """Put a decided patch on the model (no checks but that it was decided for a model of this class)."""
     if original_class(model) is not info.original_class:
-        raise UsageError(f"this patch was planned for a {info.original_class.__name__}, not a "
-                         f"{original_class(model).__name__}")
+        raise UsageError(
+            f"this patch was planned for a {info.original_class.__name__}, not a {original_class(model).__name__}"
+        )
     from tomebench.patch.loop import patched_class
 
     model.__class__ = patched_class(info.original_class)
@@ -147,10 +161,10 @@ def _whole_r(r: object) -> int | tuple[int, ...]:
         r = r.item() if r.ndim == 0 else r.tolist()
     if isinstance(r, numbers.Integral) and not isinstance(r, bool):
         return int(r)
-    if isinstance(r, Sequence) and not isinstance(r, (str, bytes)):
-        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in r):
-            return tuple(int(v) for v in r)
-    raise UsageError(f"r must be a whole number of tokens per block (8) or a per-block list of them ([8, 8, 4]), "
-                     f"got {r!r} ({type(r).__name__})")
-
-
+    whole = isinstance(r, Sequence) and not isinstance(r, (str, bytes))
+    if whole and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in r):
+        return tuple(int(v) for v in r)
+    raise UsageError(
+        f"r must be a whole number of tokens per block (8) or a per-block list of them ([8, 8, 4]), "
+        f"got {r!r} ({type(r).__name__})"
+    )

@@ -7,7 +7,16 @@ A plug-in is a module in any installed package that registers a plan function, n
     my_reducer = "my_package.my_reducer"
 """
 
-from tomebench.reducers.base import REDUCERS, LayerTokens, Layout, ReducerSpec, max_r, register, seeded_keys
+from tomebench.reducers.base import (
+    REDUCERS,
+    LayerTokens,
+    Layout,
+    ReducerSpec,
+    max_r,
+    reducer_spec,
+    register,
+    seeded_keys,
+)
 from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Keep, Plan, Split, merge_tokens
 from tomebench.registry import import_submodules, load_plugins
 
@@ -16,5 +25,20 @@ ENTRY_POINTS = "tomebench.reducers"
 import_submodules(__name__, __path__, skip=("base", "plans", "options"))
 PLUGIN_ERRORS = load_plugins(ENTRY_POINTS)
 
-__all__ = ["IDENTITY", "REDUCERS", "Bipartite", "Clusters", "Keep", "LayerTokens", "Layout", "Plan", "ReducerSpec", "Split",
-           "max_r", "merge_tokens", "register", "seeded_keys"]
+__all__ = [
+    "IDENTITY",
+    "REDUCERS",
+    "Bipartite",
+    "Clusters",
+    "Keep",
+    "LayerTokens",
+    "Layout",
+    "Plan",
+    "ReducerSpec",
+    "Split",
+    "max_r",
+    "merge_tokens",
+    "reducer_spec",
+    "register",
+    "seeded_keys",
+]

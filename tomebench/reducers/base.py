@@ -74,6 +74,7 @@ class Layout:
     num_prefix_tokens: int
     depth: int
     has_cls: bool = True
+    architecture: str = ""  # the model's architecture name where its family has one (timm: deit_small_patch16_224)
 
 
 def max_r(num_tokens: int, num_prefix_tokens: int) -> int:
@@ -100,6 +101,11 @@ class ReducerSpec:
     # (options, layout) -> why these options cannot run on this model (one line), or None; asked once, when a
     # configuration is planned, so a configuration that cannot run fails before anything is timed.
     refuses: Callable[[dict, Layout], str | None] | None = None
+    # (options, layout) -> the tokens each block is asked to remove, for a reducer whose budget is its own knob (a
+    # keep rate at some blocks, a ratio, a released schedule) rather than r spread by a schedule; None: r.
+    budget: Callable[[dict, Layout], tuple[int, ...]] | None = None
+    # layout -> the values a discrete knob can take on this model (a released schedule's targets), for --match
+    grid: Callable[[Layout], tuple] | None = None
 
     def __call__(self, tokens: LayerTokens, r: int, **options: object) -> Plan:
         r = min(r, self.most(tokens.metric.shape[1], tokens.num_prefix_tokens))
@@ -118,8 +124,21 @@ class ReducerSpec:
         return checked
 
     def canonical(self, options: dict) -> tuple[tuple[str, object], ...]:
-        """Checked options without defaults and inert ones, sorted: a row's identity."""
-        return canonical(self.options, self.check(options))
+        """Checked options without defaults and inert ones, sorted: a row's identity. A reducer whose budget is an
+        option keeps that option even at its default, so every row says which value it ran."""
+        checked = self.check(options)
+        if self.knob != "r":
+            checked = {self.knob: self.defaults().get(self.knob)} | checked
+        return canonical(self.options, checked, keep=() if self.knob == "r" else (self.knob,))
+
+    def requested(self, r: int | tuple[int, ...], schedule, options: dict, layout: Layout) -> tuple[int, ...]:
+        """The tokens each block is asked to remove (before the loop's clamp): the reducer's own budget from its
+        knob, or r spread over the blocks by `schedule` (a `Schedule`)."""
+        if self.budget is not None:
+            return tuple(self.budget(self.defaults() | options, layout))
+        if isinstance(r, tuple):
+            return r
+        return schedule.per_layer(r, layout.depth)
 
     def defaults(self) -> dict[str, object]:
         return {option.name: option.default for option in self.options}
@@ -128,21 +147,54 @@ class ReducerSpec:
 REDUCERS: Registry[ReducerSpec] = Registry("reducer")
 
 
-def register(name: str, *, kind: Kind, acts: Site = "attention-mlp", needs: tuple[str, ...] = ("metric",),
-             knob: str = "r", prop_attn: bool = True, aliases: tuple[str, ...] = (), source: str = "",
-             most: Callable[[int, int], int] = max_r,
-             refuses: Callable[[dict, Layout], str | None] | None = None) -> Callable[[Callable[..., Plan]], Callable[..., Plan]]:
-    """Register a plan function `fn(tokens, r, **options) -> Plan` as a reducer; returns the function unchanged."""
+def reducer_spec(
+    name: str,
+    fn: Callable[..., Plan],
+    *,
+    kind: Kind,
+    acts: Site = "attention-mlp",
+    needs: tuple[str, ...] = ("metric",),
+    knob: str = "r",
+    prop_attn: bool = True,
+    source: str = "",
+    most: Callable[[int, int], int] = max_r,
+    refuses: Callable[[dict, Layout], str | None] | None = None,
+    budget: Callable[[dict, Layout], tuple[int, ...]] | None = None,
+    grid: Callable[[Layout], tuple] | None = None,
+) -> ReducerSpec:
+    """The spec of a plan function `fn(tokens, r, **options) -> Plan`, its options read from its signature. Not
+    registered: `register` does that; a spec can also be passed to `patch` as it is."""
     if acts not in SITES:
         raise ValueError(f"reducer {name!r}: acts must be one of {', '.join(SITES)}, got {acts!r}")
+    if (knob == "r") != (budget is None):
+        raise ValueError(f"reducer {name!r}: a knob other than r needs a budget function (and r needs none)")
     unknown = set(needs) - NEEDS
     if unknown:
         raise ValueError(f"reducer {name!r}: unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")
+    lines = (fn.__doc__ or "").strip().splitlines()
+    return ReducerSpec(
+        name,
+        fn,
+        kind,
+        acts=acts,
+        needs=frozenset(needs),
+        knob=knob,
+        prop_attn=prop_attn,
+        description=lines[0] if lines else "",
+        source=source,
+        options=tuple(options_of(fn)),
+        most=most,
+        refuses=refuses,
+        budget=budget,
+        grid=grid,
+    )
+
+
+def register(name: str, *, aliases: tuple[str, ...] = (), **declared) -> Callable[[Callable[..., Plan]], Callable]:
+    """Register a plan function as a reducer (see `reducer_spec` for what it declares); returns the function."""
 
     def add(fn: Callable[..., Plan]) -> Callable[..., Plan]:
-        lines = (fn.__doc__ or "").strip().splitlines()
-        spec = ReducerSpec(name, fn, kind, acts, frozenset(needs), knob, prop_attn, lines[0] if lines else "",
-                           source, tuple(options_of(fn)), most, refuses)
+        spec = reducer_spec(name, fn, **declared)
         REDUCERS.register(name, aliases=aliases, description=spec.description)(spec)
         return fn
 

@@ -43,8 +43,13 @@ def kmeans_assign(metric: Tensor, size: Tensor | None, k: int, iters: int) -> Te
     return assign
 
 
-@register("kmeans", kind="merge", aliases=("k-means",), needs=("metric", "size"),
-          source="the k-means clustering baseline of the ToMe paper's Table 2")
+@register(
+    "kmeans",
+    kind="merge",
+    aliases=("k-means",),
+    needs=("metric", "size"),
+    source="the k-means clustering baseline of the ToMe paper's Table 2",
+)
 def kmeans(tokens: LayerTokens, r: int, iters: Annotated[int, Range(0, MAX_ITERS)] = 5) -> Plan:
     """k-means merging: cluster the non-prefix tokens into N - r groups (cosine of head-mean keys), `iters` steps."""
     p = tokens.num_prefix_tokens

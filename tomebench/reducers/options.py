@@ -55,10 +55,16 @@ class Option:
         else:
             allowed = self.kind.__name__ if self.kind else ""
             if self.low is not None or self.high is not None:
-                bounds = f"{_num(self.low) if self.low is not None else ''}..{_num(self.high) if self.high is not None else ''}"
+                low = "" if self.low is None else _num(self.low)
+                high = "" if self.high is None else _num(self.high)
+                bounds = f"{low}..{high}"
                 allowed = f"{allowed}, {bounds}" if allowed else bounds
         when = ", ".join(f"{k}={v}" for k, v in self.applies_when)
-        return f"{self.name}={self.default}" + (f" ({allowed})" if allowed else "") + (f"; only with {when}" if when else "")
+        return (
+            f"{self.name}={self.default}"
+            + (f" ({allowed})" if allowed else "")
+            + (f"; only with {when}" if when else "")
+        )
 
     def check(self, reducer: str, value: object) -> object:
         """The value, if this option accepts it (an int where a float is asked becomes a float); else UsageError."""
@@ -74,8 +80,9 @@ class Option:
             if not math.isfinite(value):
                 raise UsageError(f"{shown}: expected a finite number")
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
-            raise UsageError(f"{shown}: out of range; {self.name} must be between {_num(self.low)} and "
-                             f"{_num(self.high)}")
+            raise UsageError(
+                f"{shown}: out of range; {self.name} must be between {_num(self.low)} and {_num(self.high)}"
+            )
         return value
 
 
@@ -106,8 +113,17 @@ def options_of(fn: Callable) -> list[Option]:
         bounds = next((e for e in extras if isinstance(e, Range)), Range())
         applies = next((e.when for e in extras if isinstance(e, Applies)), ())
         default = None if parameter.default is inspect.Parameter.empty else parameter.default
-        found.append(Option(parameter.name, default, typing.get_args(hint) if literal else None,
-                            hint if hint in (int, float, bool, str) else None, bounds.low, bounds.high, applies))
+        found.append(
+            Option(
+                parameter.name,
+                default,
+                typing.get_args(hint) if literal else None,
+                hint if hint in (int, float, bool, str) else None,
+                bounds.low,
+                bounds.high,
+                applies,
+            )
+        )
     return found
 
 
@@ -123,15 +139,18 @@ def validate(reducer: str, options: tuple[Option, ...], given: Mapping[str, obje
     return checked
 
 
-def canonical(options: tuple[Option, ...], given: Mapping[str, object]) -> tuple[tuple[str, object], ...]:
-    """Checked options as sorted (key, value) pairs, leaving out those equal to their default and those that have
-    no effect with the other settings (`Applies`): what a row's identity and `reducer_options` hold."""
+def canonical(
+    options: tuple[Option, ...], given: Mapping[str, object], keep: tuple[str, ...] = ()
+) -> tuple[tuple[str, object], ...]:
+    """Checked options as sorted (key, value) pairs, leaving out those equal to their default (unless named in
+    `keep`) and those that have no effect with the other settings (`Applies`): what a row's identity and
+    `reducer_options` hold."""
     accepted = {option.name: option for option in options}
     full = {name: option.default for name, option in accepted.items()} | dict(given)
     kept = []
     for key, value in sorted(given.items()):
         option = accepted[key]
-        if value == option.default or not all(full.get(k) == v for k, v in option.applies_when):
+        if (value == option.default and key not in keep) or not all(full.get(k) == v for k, v in option.applies_when):
             continue
         kept.append((key, value))
     return tuple(kept)
@@ -142,6 +161,8 @@ def inert(options: tuple[Option, ...], given: Mapping[str, object]) -> list[str]
     texts, for a note."""
     accepted = {option.name: option for option in options}
     full = {name: option.default for name, option in accepted.items()} | dict(given)
-    return [f"{key} (only with {', '.join(f'{k}={v}' for k, v in accepted[key].applies_when)})"
-            for key in sorted(given) if accepted[key].applies_when
-            and not all(full.get(k) == v for k, v in accepted[key].applies_when)]
+    return [
+        f"{key} (only with {', '.join(f'{k}={v}' for k, v in accepted[key].applies_when)})"
+        for key in sorted(given)
+        if accepted[key].applies_when and not all(full.get(k) == v for k, v in accepted[key].applies_when)
+    ]

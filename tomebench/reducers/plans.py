@@ -31,8 +31,14 @@ class Plan:
         """(B, N, C) -> (B, N', C)."""
         raise NotImplementedError
 
-    def apply(self, x: Tensor, size: Tensor | None, source: Tensor | None
-              ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def attend(self, probs: Tensor) -> Tensor:
+        """The block's attention probabilities (B, H, N, N) fused alongside the tokens, (B, H, N', N'): what a
+        reducer acting before attention (MCTF's one-step-ahead fusion) multiplies with the fused tokens' values."""
+        raise NotImplementedError(f"{type(self).__name__} does not fuse an attention matrix")
+
+    def apply(
+        self, x: Tensor, size: Tensor | None, source: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Tokens x (B, N, C), sizes (B, N, 1) or None (all ones), sources (B, N, N0) or None -> the same after the
         plan. A plan that only drops tokens leaves sizes None, so later blocks' attention stays unbiased."""
         if not self.combines:
@@ -58,6 +64,9 @@ class _Identity(Plan):
 
     def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
         return x
+
+    def attend(self, probs: Tensor) -> Tensor:
+        return probs
 
     def apply(self, x, size, source):
         return x, size, source
@@ -146,8 +155,9 @@ class Clusters(Plan):
         return torch.cat([prefix, out], dim=1)
 
 
-def merge_tokens(plan: Plan, x: Tensor, size: Tensor | None, source: Tensor | None
-                 ) -> tuple[Tensor, Tensor, Tensor | None]:
+def merge_tokens(
+    plan: Plan, x: Tensor, size: Tensor | None, source: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Apply a plan to features, sizes and sources, with sizes made explicit (all ones when None).
 
     x: (B, N, C); size: (B, N, 1) or None for all ones; source: (B, N, N0) 0/1 map to input tokens, or None.

@@ -33,8 +33,13 @@ def keep_highest(scores: Tensor, r: int, num_prefix_tokens: int) -> Plan:
     return Keep(index[..., None])  # (B, N - r, 1)
 
 
-@register("prune", kind="prune", aliases=("random-prune",), needs=(),
-          source="the random-pruning baseline of the ToMe paper's Table 2")
+@register(
+    "prune",
+    kind="prune",
+    aliases=("random-prune",),
+    needs=(),
+    source="the random-pruning baseline of the ToMe paper's Table 2",
+)
 def random_prune(tokens: LayerTokens, r: int, seed: Annotated[int, Range(0, MAX_SEED)] = 0) -> Plan:
     """Random pruning: drop r random non-prefix tokens per block (one seeded draw per block, shared by the batch)."""
     metric = tokens.metric
@@ -53,8 +58,14 @@ def _needs_cls(options: dict, layout: Layout) -> str | None:
     return None
 
 
-@register("attn-prune", kind="prune", aliases=("attention-prune",), needs=("cls_attention",), refuses=_needs_cls,
-          source="the attention-pruning baseline of the ToMe paper's Table 2")
+@register(
+    "attn-prune",
+    kind="prune",
+    aliases=("attention-prune",),
+    needs=("cls_attention",),
+    refuses=_needs_cls,
+    source="the attention-pruning baseline of the ToMe paper's Table 2",
+)
 def attention_prune(tokens: LayerTokens, r: int, score: Literal["auto", "cls", "mean"] = "auto") -> Plan:
     """Attention pruning: drop the r tokens the cls token attends to least (no cls token: least attention received).
 

@@ -124,8 +124,13 @@ def bipartite_soft_matching(
     return Bipartite(split, unm_idx, src_idx, dst_idx, combine)
 
 
-@register("tome", kind="merge", aliases=("bipartite",), needs=("metric", "qkv", "x"),
-          source="facebookresearch/ToMe@af95e4b tome/merge.py bipartite_soft_matching; tome/patch/timm.py")
+@register(
+    "tome",
+    kind="merge",
+    aliases=("bipartite",),
+    needs=("metric", "qkv", "x"),
+    source="facebookresearch/ToMe@af95e4b tome/merge.py bipartite_soft_matching; tome/patch/timm.py",
+)
 def tome(
     tokens: LayerTokens,
     r: int,
@@ -147,5 +152,6 @@ def tome(
     """
     default = features == "k" and heads == "mean"
     metric = tokens.metric if default or tokens.features is None else tokens.features(features, heads)
-    return bipartite_soft_matching(metric, r, tokens.num_prefix_tokens, distance, partition, combine,
-                                   seed * 1000 + tokens.layer)
+    return bipartite_soft_matching(
+        metric, r, tokens.num_prefix_tokens, distance, partition, combine, seed * 1000 + tokens.layer
+    )

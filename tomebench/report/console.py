@@ -30,11 +30,25 @@ def summary(frame: pd.DataFrame) -> Table:
     batch = "" if several else f" · batch {first['infer_batch_size']}"
     table = Table(title=f"{first['model']} · {first['device']} · {first['dtype']}{batch}{compiled}")
     # Batch, compile time and latency only when the CSV has them (a batch axis, --compile, --latency).
-    extra = {"batch": several, "compile s": frame["compile_s"].notna().any(),
-             "latency p50 ms": frame["latency_ms_p50"].notna().any()}
-    for name in ("reducer", "r", *[k for k, shown in extra.items() if shown and k == "batch"], "speedup", "p10-p90",
-                 "img/s", "unpatched img/s", "GFLOPs", "tokens", "top-1", "top-5",
-                 *[k for k, shown in extra.items() if shown and k != "batch"]):
+    extra = {
+        "batch": several,
+        "compile s": frame["compile_s"].notna().any(),
+        "latency p50 ms": frame["latency_ms_p50"].notna().any(),
+    }
+    for name in (
+        "reducer",
+        "r",
+        *[k for k, shown in extra.items() if shown and k == "batch"],
+        "speedup",
+        "p10-p90",
+        "img/s",
+        "unpatched img/s",
+        "GFLOPs",
+        "tokens",
+        "top-1",
+        "top-5",
+        *[k for k, shown in extra.items() if shown and k != "batch"],
+    ):
         table.add_column(name, justify="left" if name == "reducer" else "right", no_wrap=True)
     table.add_column("note / error", overflow="fold", min_width=20)
     low, high = speedup_bounds(frame)
@@ -42,8 +56,11 @@ def summary(frame: pd.DataFrame) -> Table:
         reducer = row.reducer + (f" [{row.reducer_options}]" if isinstance(row.reducer_options, str) else "")
         message = next((m for m in (row.error, row.note) if isinstance(m, str) and m), "")
         spread = "-" if pd.isna(p10) or pd.isna(p90) else f"{p10:.2f}-{p90:.2f}"
-        cells = {"batch": str(row.infer_batch_size), "compile s": fmt(row.compile_s),
-                 "latency p50 ms": fmt(row.latency_ms_p50, ".2f")}
+        cells = {
+            "batch": str(row.infer_batch_size),
+            "compile s": fmt(row.compile_s),
+            "latency p50 ms": fmt(row.latency_ms_p50, ".2f"),
+        }
         table.add_row(
             escape(reducer),
             str(row.r),
@@ -76,20 +93,31 @@ def check_table(result: CheckResult) -> Table:
     for config, found in by_config.items():
         cells = [_check_cell(found.get(m)) for m in result.metrics]
         statuses = []
-        for status, style in (("regressed", "bold red"), ("unmeasured", "bold red"), ("not comparable", "bold red"),
-                              ("improved", "green")):
-            hit = [f"{f.metric} {change(f)}" if status in ("regressed", "improved") else f.metric
-                   for f in found.values() if f.status == status]
+        for status, style in (
+            ("regressed", "bold red"),
+            ("unmeasured", "bold red"),
+            ("not comparable", "bold red"),
+            ("improved", "green"),
+        ):
+            hit = [
+                f"{f.metric} {change(f)}" if status in ("regressed", "improved") else f.metric
+                for f in found.values()
+                if f.status == status
+            ]
             if hit:
                 statuses.append(f"[{style}]{status}: {escape(', '.join(hit))}[/]")
         table.add_row(escape(config), *cells, "; ".join(statuses) or "ok")
     blank = ["-"] * len(result.metrics)
-    for configs, status in ((result.errors, "[bold red]error[/]"),
-                            (result.known_errors, "error (in the baseline too)")):
+    for configs, status in (
+        (result.errors, "[bold red]error[/]"),
+        (result.known_errors, "error (in the baseline too)"),
+    ):
         for config in configs:
             table.add_row(escape(config), *blank, status)
-    for summary_line, status in ((result.missing_in_current_summary, "[bold red]missing now[/]"),
-                                 (result.missing_in_baseline_summary, "new")):
+    for summary_line, status in (
+        (result.missing_in_current_summary, "[bold red]missing now[/]"),
+        (result.missing_in_baseline_summary, "new"),
+    ):
         if summary_line:
             table.add_row(escape(summary_line), *blank, status)
     return table
@@ -106,9 +134,15 @@ def _check_cell(finding) -> str:
 def check_verdict(result: CheckResult) -> str:
     incomparable = sum(f.status == "not comparable" for f in result.findings)
     regressions = len(result.regressions) - incomparable
-    parts = [f"{regressions} regression(s)"] + ([f"{incomparable} not comparable"] if incomparable else []) + [
-             f"{len(result.improvements)} improvement(s)",
-             f"{len(result.errors)} error row(s)", f"{len(result.missing_in_current)} missing",
-             f"{len(result.missing_in_baseline)} new"]
+    parts = (
+        [f"{regressions} regression(s)"]
+        + ([f"{incomparable} not comparable"] if incomparable else [])
+        + [
+            f"{len(result.improvements)} improvement(s)",
+            f"{len(result.errors)} error row(s)",
+            f"{len(result.missing_in_current)} missing",
+            f"{len(result.missing_in_baseline)} new",
+        ]
+    )
     head = "[bold green]check passed[/]" if result.passed else "[bold red]check failed[/]"
     return f"{head}: {', '.join(parts)}"

@@ -42,8 +42,12 @@ FAILING = ("regressed", "unmeasured", "not comparable")
 LIST_AT_MOST = 5  # a Markdown report lists up to this many one-side-only configurations, else one summary line
 NONFINITE = "_nonfinite"  # a column added while joining: the row's cells written as NaN or inf
 # How the no-match message names identity columns.
-FIELD_NAMES = {"infer_batch_size": "batch size", "infer_img_size": "image size", "reducer_options": "reducer options",
-               "prop_attn": "prop_attn"}
+FIELD_NAMES = {
+    "infer_batch_size": "batch size",
+    "infer_img_size": "image size",
+    "reducer_options": "reducer options",
+    "prop_attn": "prop_attn",
+}
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,12 @@ class Tolerances:
 
     def __post_init__(self) -> None:
         # NaN compares false with everything, so a NaN tolerance would pass any change; a negative one fails all.
-        for flag, value in (("--acc-tol", self.acc), ("--speedup-tol", self.speedup), ("--gflops-tol", self.gflops),
-                            ("tokens tolerance", self.tokens)):
+        for flag, value in (
+            ("--acc-tol", self.acc),
+            ("--speedup-tol", self.speedup),
+            ("--gflops-tol", self.gflops),
+            ("tokens tolerance", self.tokens),
+        ):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise UsageError(f"{flag} must be a finite number >= 0, got {value}")
 
@@ -127,8 +135,9 @@ class CheckResult:
 def label(key: tuple) -> str:
     """A configuration as people say it: "model reducer r=8 (constant, fp32, 224px)"."""
     values = dict(zip(IDENTITY, key))
+    options = f"[{values['reducer_options']}]" if values["reducer_options"] else ""
     return (
-        f"{values['model']} {values['reducer']}{'[' + values['reducer_options'] + ']' if values['reducer_options'] else ''}"
+        f"{values['model']} {values['reducer']}{options}"
         f" r={values['r']} "
         f"({values['schedule']}, {values['dtype']}, {values['infer_img_size']}px, batch {values['infer_batch_size']}"
         f"{', prop_attn' if values['prop_attn'] == 'True' else ''}"
@@ -175,12 +184,12 @@ def check(
     cur, base = _keyed(current, "the current CSV"), _keyed(baseline, "the baseline CSV")
     shared = [k for k in base.index if k in cur.index]
     if not shared:
-        raise UsageError("no configuration of the current CSV matches one of the baseline: nothing to compare; "
-                         + _differences(cur.index, base.index))
+        raise UsageError(
+            "no configuration of the current CSV matches one of the baseline: nothing to compare; "
+            + _differences(cur.index, base.index)
+        )
     # An error the baseline already had (say, an expected out-of-memory at a huge r) is no regression.
-    errors = tuple(
-        label(k) for k in shared if _text(cur.loc[k].get("error")) and not _text(base.loc[k].get("error"))
-    )
+    errors = tuple(label(k) for k in shared if _text(cur.loc[k].get("error")) and not _text(base.loc[k].get("error")))
     findings = []
     for key in shared:
         if _text(cur.loc[key].get("error")) or _text(base.loc[key].get("error")):
@@ -265,8 +274,9 @@ def summarize(keys: list[tuple]) -> str:
         options = f"[{values['reducer_options']}]" if values["reducer_options"] else ""
         schedule = "" if values["schedule"] == "constant" else f" {values['schedule']}"
         by_variant.setdefault(f"{values['reducer']}{options}{schedule}", []).append(values["r"])
-        settings.add(f"{values['model']}, {values['dtype']}, {values['infer_img_size']}px, batch "
-                     f"{values['infer_batch_size']}")
+        settings.add(
+            f"{values['model']}, {values['dtype']}, {values['infer_img_size']}px, batch {values['infer_batch_size']}"
+        )
     variants = ", ".join(f"{name} r={_r_range(rs)}" for name, rs in by_variant.items())
     where = f" ({settings.pop()})" if len(settings) == 1 else f" ({len(settings)} settings)"
     return f"{len(keys)} configuration{'s' if len(keys) != 1 else ''}: {variants}{where}"
@@ -301,12 +311,22 @@ def to_markdown(result: CheckResult, current_name: str, baseline_name: str) -> s
     ]
     incomparable = tuple(f for f in result.findings if f.status == "not comparable")
     failing = tuple(f for f in result.regressions if f.status != "not comparable")
-    for title, findings in (("Regressions", failing), ("Not comparable (NaN, inf or out of range)", incomparable),
-                            ("Improvements", result.improvements)):
+    for title, findings in (
+        ("Regressions", failing),
+        ("Not comparable (NaN, inf or out of range)", incomparable),
+        ("Improvements", result.improvements),
+    ):
         if findings:
-            lines += [f"### {title}", "", "| configuration | metric | baseline | current | change |", "| --- | --- | --- | --- | --- |"]
-            lines += [f"| {md_cell(f.config)} | {f.metric} | {f.baseline:.4g} | {f.current:.4g} | {change(f)} |"
-                      for f in findings]
+            lines += [
+                f"### {title}",
+                "",
+                "| configuration | metric | baseline | current | change |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            lines += [
+                f"| {md_cell(f.config)} | {f.metric} | {f.baseline:.4g} | {f.current:.4g} | {change(f)} |"
+                for f in findings
+            ]
             lines.append("")
     for title, items in (
         ("Rows with an error", result.errors),

@@ -45,7 +45,7 @@ def variant(frame: pd.DataFrame) -> pd.Series:
     blank = pd.Series("", frame.index)
     options = frame["reducer_options"].fillna("").astype(str) if "reducer_options" in frame else blank
     schedule = frame["schedule"].fillna("constant").astype(str) if "schedule" in frame else blank + "constant"
-    extra = (options + ("," + schedule).where(schedule != "constant", "")).str.strip(",")
+    extra = (options + ("," + schedule).where(~schedule.isin(["constant", "native"]), "")).str.strip(",")
     if "prop_attn" in frame:
         prop = frame["prop_attn"].astype(str).str.lower() == "true"
         mixed = prop.groupby(frame["reducer"]).transform("nunique") > 1
@@ -69,8 +69,9 @@ def speedup_bounds(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     Rows with neither give NaN (no error bar)."""
     speedup = pd.to_numeric(frame["speedup"], errors="coerce")
     rate = pd.to_numeric(frame.get("infer_samples_per_sec"), errors="coerce")
-    reference = pd.to_numeric(frame.get("baseline_samples_per_sec", pd.Series(float("nan"), frame.index)),
-                              errors="coerce").fillna(rate / speedup)
+    reference = pd.to_numeric(
+        frame.get("baseline_samples_per_sec", pd.Series(float("nan"), frame.index)), errors="coerce"
+    ).fillna(rate / speedup)
     bounds = []
     for paired, raw in (("speedup_p10", "infer_samples_per_sec_p10"), ("speedup_p90", "infer_samples_per_sec_p90")):
         derived = pd.to_numeric(frame.get(raw, pd.Series(float("nan"), frame.index)), errors="coerce") / reference
@@ -116,11 +117,23 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
     # More variants than tab10 has colours (an ablation's 13): tab20, so no two share a colour.
     palette = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
     for (reducer, rows), colour in zip(curves, palette * (1 + len(curves) // len(palette))):
-        ax.errorbar(rows[x], rows["top1"], xerr=speedup_errors(rows), fmt="o", markersize=5, capsize=2,
-                    elinewidth=0.8, alpha=0.9, label=reducer, zorder=3, color=colour)
+        ax.errorbar(
+            rows[x],
+            rows["top1"],
+            xerr=speedup_errors(rows),
+            fmt="o",
+            markersize=5,
+            capsize=2,
+            elinewidth=0.8,
+            alpha=0.9,
+            label=reducer,
+            zorder=3,
+            color=colour,
+        )
         if len(rows) > 1 and monotone(rows[x]):
-            ax.plot(rows[x], rows["top1"], color=colour, linewidth=1, alpha=0.5, zorder=2,
-                    label=f"_{reducer} in r order")
+            ax.plot(
+                rows[x], rows["top1"], color=colour, linewidth=1, alpha=0.5, zorder=2, label=f"_{reducer} in r order"
+            )
         for position, (_, row) in enumerate(rows.iterrows()):
             end = position in (0, len(rows) - 1)
             points.append((row[x], row["top1"], f"r={row['r']}", 1 if end else 2, colour))
@@ -129,13 +142,23 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
         ax.scatter(base[x], base["top1"], marker="*", s=160, color="black", zorder=4, label="unpatched")
     front = pareto_frontier(frame, x, "top1")
     # The staircase of what is attainable: at any speed up to a frontier point's, that point's accuracy.
-    ax.plot(front[x], front["top1"], drawstyle="steps-pre", linestyle="--", color="black", linewidth=1, alpha=0.6,
-            zorder=4, label="Pareto frontier")
+    ax.plot(
+        front[x],
+        front["top1"],
+        drawstyle="steps-pre",
+        linestyle="--",
+        color="black",
+        linewidth=1,
+        alpha=0.6,
+        zorder=4,
+        label="Pareto frontier",
+    )
     ax.scatter(front[x], front["top1"], s=120, facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
     on_front = {(float(a), float(b)) for a, b in zip(front[x], front["top1"])}
     # Every point may be labelled; the frontier's first, then each reducer's ends, then the rest where room is left.
-    labels = [(a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour)
-              for a, b, text, prio, colour in points]
+    labels = [
+        (a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour) for a, b, text, prio, colour in points
+    ]
     ax.set_xlabel(SPEEDUP_LABEL)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
@@ -153,8 +176,25 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
 
 # Where a label may go, in points from its point: right, above-right, below-right, left, above, below, further out.
 # The second ring clears the larger markers (a frontier ring, the unpatched star).
-_OFFSETS = ((5, 3), (5, 9), (5, -11), (-5, 3), (-5, -11), (0, 11), (0, -15), (9, 1), (9, -9), (-9, 1), (-9, -9),
-            (0, 14), (0, -19), (12, 16), (12, -20), (-12, 16), (-12, -20))
+_OFFSETS = (
+    (5, 3),
+    (5, 9),
+    (5, -11),
+    (-5, 3),
+    (-5, -11),
+    (0, 11),
+    (0, -15),
+    (9, 1),
+    (9, -9),
+    (-9, 1),
+    (-9, -9),
+    (0, 14),
+    (0, -19),
+    (12, 16),
+    (12, -20),
+    (-12, 16),
+    (-12, -20),
+)
 
 
 def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
@@ -187,8 +227,16 @@ def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
                 gap = 3 * scale  # so neighbouring labels never read as one ("r=7r=1")
                 taken.append((box[0] - gap, box[1], box[2] + gap, box[3]))
                 align = "right" if dx < 0 else "center" if dx == 0 else "left"
-                note = ax.annotate(text, (a, b), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
-                                   ha=align, va="bottom", color=colour)
+                note = ax.annotate(
+                    text,
+                    (a, b),
+                    textcoords="offset points",
+                    xytext=(dx, dy),
+                    fontsize=fontsize,
+                    ha=align,
+                    va="bottom",
+                    color=colour,
+                )
                 note.set_in_layout(False)  # placed against the settled layout; must not move it
                 placed += 1
                 break
@@ -204,8 +252,16 @@ def metric_vs_r(frame: pd.DataFrame, column: str, label: str) -> Figure:
     ax = fig.add_subplot()
     for reducer, rows in _curves(frame):
         # x is r, so a line in r order is honest here; speedup gets its p10-p90 bars.
-        ax.errorbar(rows["r"], rows[column], yerr=speedup_errors(rows, column), marker="o", markersize=4, capsize=2,
-                    elinewidth=0.8, label=reducer)
+        ax.errorbar(
+            rows["r"],
+            rows[column],
+            yerr=speedup_errors(rows, column),
+            marker="o",
+            markersize=4,
+            capsize=2,
+            elinewidth=0.8,
+            label=reducer,
+        )
     base = frame[frame["reducer"] == BASELINE]
     if not base.empty:
         ax.axhline(float(base[column].iloc[0]), color="black", linestyle=":", linewidth=1, label="unpatched")
@@ -215,6 +271,33 @@ def metric_vs_r(frame: pd.DataFrame, column: str, label: str) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(_title(frame, f"{label.split(' (')[0]} vs r"))
+    return fig
+
+
+GMACS_LABEL = 'GMACs per image (multiply-adds, as the papers\' "GFLOPs")'
+
+
+def top1_vs_gmacs(frame: pd.DataFrame) -> Figure:
+    """Top-1 against GMACs per image (half of infer_gflops): the comparison at equal cost, machine-independent, one
+    curve per reducer variant joined in cost order, the unpatched model as a star."""
+    frame = usable(frame).dropna(subset=["top1", "infer_gflops"])
+    if frame.empty:
+        raise ValueError("no row has both a top-1 accuracy and GFLOPs")
+    frame = frame.assign(gmacs=pd.to_numeric(frame["infer_gflops"], errors="coerce") / 2)
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    for name, rows in _curves(frame):
+        rows = rows.sort_values("gmacs")
+        ax.plot(rows["gmacs"], rows["top1"], marker="o", markersize=4, linewidth=1, label=name)
+    base = frame[frame["reducer"] == BASELINE]
+    if not base.empty:
+        ax.scatter(base["gmacs"], base["top1"], marker="*", s=160, color="black", zorder=4, label="unpatched")
+    ax.set_xlabel(GMACS_LABEL)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    dataset = frame["dataset"].dropna()
+    ax.set_title(_title(frame, f"Accuracy vs cost{' on ' + str(dataset.iloc[0]) if len(dataset) else ''}"))
     return fig
 
 
@@ -262,8 +345,14 @@ def speedup_vs_batch(frame: pd.DataFrame) -> Figure:
         rows = rows.sort_values("infer_batch_size")
         # The bars show how far the paired rounds spread: at small batches on a busy machine they can dwarf the
         # differences between batch sizes, and a bare line would hide that.
-        ax.errorbar(rows["infer_batch_size"], rows["speedup"], yerr=speedup_errors(rows), marker="o", capsize=2,
-                    label=f"{name} r={r}")
+        ax.errorbar(
+            rows["infer_batch_size"],
+            rows["speedup"],
+            yerr=speedup_errors(rows),
+            marker="o",
+            capsize=2,
+            label=f"{name} r={r}",
+        )
     sizes = batch_sizes(frame)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
@@ -286,5 +375,6 @@ def figures():
         "top1-vs-r": lambda frame: metric_vs_r(one(frame), "top1", "top-1 accuracy (%)"),
         "speedup-vs-r": lambda frame: metric_vs_r(one(frame), "speedup", SPEEDUP_LABEL),
         "gflops-vs-r": lambda frame: metric_vs_r(one(frame), "infer_gflops", "GFLOPs per image"),
+        "top1-vs-gmacs": lambda frame: top1_vs_gmacs(one(frame)),
         "speedup-vs-batch": speedup_vs_batch,
     }

@@ -90,8 +90,16 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UsageError(f"no such CSV file: {path}")
     try:
-        frame = pd.read_csv(path, dtype={"error": "string", "note": "string", "git_sha": "string", "reducer_options": "string",
-                                           "compile": "string"})
+        frame = pd.read_csv(
+            path,
+            dtype={
+                "error": "string",
+                "note": "string",
+                "git_sha": "string",
+                "reducer_options": "string",
+                "compile": "string",
+            },
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]
@@ -113,5 +121,9 @@ def _nonfinite_cells(path: Path) -> tuple[tuple[int, str], ...]:
     """(row position, column) of every cell written as NaN or inf. pandas reads a literal "nan" exactly as it reads
     an empty cell, but an empty cell means "not measured" and a NaN one means a measurement went wrong."""
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return tuple((position, column) for column in raw.columns
-                 for position, text in enumerate(raw[column]) if text.strip().lower() in NONFINITE_TEXT)
+    return tuple(
+        (position, column)
+        for column in raw.columns
+        for position, text in enumerate(raw[column])
+        if text.strip().lower() in NONFINITE_TEXT
+    )

@@ -42,18 +42,29 @@ def sweep_outputs(out: Path, report: bool = False) -> dict[str, Path]:
     """Every file a measuring command writes for `--out out`, by what it is."""
     out = Path(out)
     stem = out.with_suffix("")
-    paths = {"the CSV": out, "its sidecar": sidecar(out), "its lock": lock_path(out),
-             "the PNG plot": stem.with_suffix(".png"), "the SVG plot": stem.with_suffix(".svg")}
-    by_batch = stem.with_name(f"{stem.name}-speedup-vs-batch")  # drawn when the CSV has several batch sizes
-    paths.update({"the speedup-vs-batch PNG": by_batch.with_suffix(".png"),
-                  "the speedup-vs-batch SVG": by_batch.with_suffix(".svg")})
+    paths = {
+        "the CSV": out,
+        "its sidecar": sidecar(out),
+        "its lock": lock_path(out),
+        "the PNG plot": stem.with_suffix(".png"),
+        "the SVG plot": stem.with_suffix(".svg"),
+    }
+    # Drawn when the CSV has several batch sizes, and when it has accuracy.
+    for kind in ("speedup-vs-batch", "top1-vs-gmacs"):
+        extra = stem.with_name(f"{stem.name}-{kind}")
+        paths.update({f"the {kind} PNG": extra.with_suffix(".png"), f"the {kind} SVG": extra.with_suffix(".svg")})
     if report:
         paths["the Markdown report"] = out.with_suffix(".md")
     return paths
 
 
-def check_outputs(outputs: Mapping[str, Path], flag: str = "--out", inputs: Mapping[str, Path] | None = None,
-                  hint: str = "give the CSV a name ending in .csv", given: Path | None = None) -> None:
+def check_outputs(
+    outputs: Mapping[str, Path],
+    flag: str = "--out",
+    inputs: Mapping[str, Path] | None = None,
+    hint: str = "give the CSV a name ending in .csv",
+    given: Path | None = None,
+) -> None:
     """Refuse, before anything is measured, outputs that would land on each other or on an input, exist and are
     not regular files, or cannot be written. `given` is what the user typed after `flag` (default: the first
     output). Creates nothing (what the check makes, it removes)."""
@@ -70,8 +81,9 @@ def check_outputs(outputs: Mapping[str, Path], flag: str = "--out", inputs: Mapp
         path = Path(path)
         if path.is_dir() or (path.exists() and not stat.S_ISREG(path.stat().st_mode)):
             kind = "a directory" if path.is_dir() else _kind(path)
-            raise UsageError(f"{flag} {given}: {what} {path} exists and is {kind}, not a regular file; give "
-                             f"another {flag}")
+            raise UsageError(
+                f"{flag} {given}: {what} {path} exists and is {kind}, not a regular file; give another {flag}"
+            )
         if path.absolute().parent != first.absolute().parent:
             check_writable(path, flag)
 
@@ -84,8 +96,10 @@ def check_writable(path: Path, flag: str = "--out") -> None:
         example = path / ("check.md" if flag == "--report" else "sweep.csv")
         raise UsageError(f"{flag} {path} is a directory; give a file name such as {example}")
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):
-        raise UsageError(f"{flag} {path} exists and is {_kind(path)}, not a regular file; tomebench only replaces "
-                         "regular files, so give another file name")
+        raise UsageError(
+            f"{flag} {path} exists and is {_kind(path)}, not a regular file; tomebench only replaces "
+            "regular files, so give another file name"
+        )
     parent = path.absolute().parent
     existing = next(p for p in [parent, *parent.parents] if p.exists())
     if not existing.is_dir():
@@ -119,8 +133,12 @@ def _probe(folder: Path, path: Path, flag: str) -> None:
 
 def _kind(path: Path) -> str:
     mode = path.stat().st_mode
-    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a plain file"
@@ -161,8 +179,10 @@ class OutputLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 if not self._lock(fd):
-                    raise UsageError(f"{self.target} is being written by another tomebench run ({self._holder()}); "
-                                     f"wait for it to finish or give another --out (lock: {self.path})")
+                    raise UsageError(
+                        f"{self.target} is being written by another tomebench run ({self._holder()}); "
+                        f"wait for it to finish or give another --out (lock: {self.path})"
+                    )
                 if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     os.ftruncate(fd, 0)
                     os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())

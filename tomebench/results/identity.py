@@ -53,13 +53,16 @@ def identity(record: Mapping[str, Any]) -> tuple[str, ...]:
 def config_label(record: Mapping[str, Any] | Any, with_r: bool = True) -> str:
     """A configuration as people say it, unique within a sweep: "tome r=8", "tome r=8 (decreasing; features=q;
     no prop_attn)"; "unpatched" for the baseline. `record` is a Row, a dict of cells or a pandas row."""
-    get = record.get if isinstance(record, Mapping) or hasattr(record, "get") else (
-        lambda key, default=None: getattr(record, key, default))
+    get = (
+        record.get
+        if isinstance(record, Mapping) or hasattr(record, "get")
+        else (lambda key, default=None: getattr(record, key, default))
+    )
     reducer = canonical(get("reducer", ""))
     if reducer == "none":
         return "unpatched"
     schedule, options = canonical(get("schedule", "")), canonical(get("reducer_options", ""))
-    extra = [schedule] if schedule not in ("", "constant") else []
+    extra = [schedule] if schedule not in ("", "constant", "native") else []
     extra += [options] if options else []
     extra += [] if canonical(get("prop_attn", "")).lower() in ("true", "1") else ["no prop_attn"]
     head = f"{reducer} r={canonical(get('r', ''))}" if with_r else reducer

@@ -34,11 +34,19 @@ class Timing(Protocol):
     batch_size: int
     error: str | None
 
+
 # Settings a CSV row shows itself; the rest are only in the sidecar.
 # The tomebench version is a setting too: 0.2 changed what `tome`, `prune` and the named schedules compute, so
 # rows of different versions must not mix in one file.
-ROW_SETTINGS = {"model": "model", "dtype": "dtype", "device": "device", "infer_img_size": "img_size",
-                "dataset": "dataset", "tomebench": "tomebench", "compile": "compile"}
+ROW_SETTINGS = {
+    "model": "model",
+    "dtype": "dtype",
+    "device": "device",
+    "infer_img_size": "img_size",
+    "dataset": "dataset",
+    "tomebench": "tomebench",
+    "compile": "compile",
+}
 
 
 class Journal:
@@ -100,22 +108,32 @@ class Journal:
         added = [keys[identity(row_cells(row))] for row in rows]
         for i, row in zip(added, rows):
             self.records[i] = row_cells(row)
-        self.groups.append({
-            label: {"step_times_s": list(t.step_times), "iters_per_repeat": t.iters_per_repeat,
-                    "batch_size": t.batch_size, "error": t.error}
-            for label, t in raw_times.items()
-        })
+        self.groups.append(
+            {
+                label: {
+                    "step_times_s": list(t.step_times),
+                    "iters_per_repeat": t.iters_per_repeat,
+                    "batch_size": t.batch_size,
+                    "error": t.error,
+                }
+                for label, t in raw_times.items()
+            }
+        )
         records = [self.records[i] for i in sorted(self.records)] + self.others
         try:
             # The times first: a crash between the two writes leaves times without their rows, never the reverse.
-            write_text_atomic(sidecar(self.path),
-                              json.dumps({"settings": self.settings, "groups": self.groups}, indent=1))
+            write_text_atomic(
+                sidecar(self.path), json.dumps({"settings": self.settings, "groups": self.groups}, indent=1)
+            )
             write_records(records, self.path)
         except OSError as exc:
             # A full disk or a vanished mount must not take the measured rows with it.
             saved = rescue(records, COLUMNS, self.path)
-            where = f"all {len(records)} rows measured so far are in {saved}" if saved else (
-                "and no copy could be written anywhere either")
+            where = (
+                f"all {len(records)} rows measured so far are in {saved}"
+                if saved
+                else ("and no copy could be written anywhere either")
+            )
             raise TomebenchError(f"could not save {self.path} ({exc.strerror or exc}); {where}") from None
         self.finished.update(added)  # only once they are on disk: an interrupted write must not count them
 
@@ -135,22 +153,26 @@ class Journal:
         if previous:
             for key, value in settings.items():
                 if key in previous and previous[key] != value:
-                    raise UsageError(f"--resume: {self.path} was measured with {key} {previous[key]!r}, this run "
-                                     f"has {value!r}; {hint}")
+                    raise UsageError(
+                        f"--resume: {self.path} was measured with {key} {previous[key]!r}, this run "
+                        f"has {value!r}; {hint}"
+                    )
         for record in records:
             for column, key in ROW_SETTINGS.items():
                 want = "" if settings.get(key) is None else str(settings[key])
                 have = canonical(record.get(column, want))
                 # Rows without accuracy (errors, throughput only) leave dataset blank: nothing to compare.
                 if have != want and not (column == "dataset" and not have):
-                    raise UsageError(f"--resume: {self.path} has a row with {column} {have!r}, this run "
-                                     f"has {want!r}; {hint}")
+                    raise UsageError(
+                        f"--resume: {self.path} has a row with {column} {have!r}, this run has {want!r}; {hint}"
+                    )
             sizes = settings["batch_size"] if isinstance(settings["batch_size"], list) else [settings["batch_size"]]
             used = requested_batch(record) or str(sizes[0])
             if used not in [str(size) for size in sizes]:
                 asked = ",".join(str(size) for size in sizes)
-                raise UsageError(f"--resume: {self.path} was measured at batch {used}, this run asks for {asked}; "
-                                 f"{hint}")
+                raise UsageError(
+                    f"--resume: {self.path} was measured at batch {used}, this run asks for {asked}; {hint}"
+                )
 
 
 def _check_complete_rows(path: Path) -> None:
@@ -161,8 +183,10 @@ def _check_complete_rows(path: Path) -> None:
         bad = [(reader.line_num, len(row)) for row in reader if row and len(row) != len(header)]
     if bad:
         lines = ", ".join(f"line {line} ({cells} of {len(header)} cells)" for line, cells in bad[:5])
-        raise UsageError(f"--resume: {path} has {len(bad)} truncated or malformed row(s): {lines}; remove them "
-                         "(their configurations are then measured again) or drop --resume")
+        raise UsageError(
+            f"--resume: {path} has {len(bad)} truncated or malformed row(s): {lines}; remove them "
+            "(their configurations are then measured again) or drop --resume"
+        )
 
 
 def _unique(path: Path, records: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -177,6 +201,8 @@ def _unique(path: Path, records: list[dict[str, str]]) -> list[dict[str, str]]:
             kept.append(record)
         elif records[first[key]] != record:
             label = " ".join(f"{k}={v}" for k, v in zip(IDENTITY, key) if v)
-            raise UsageError(f"--resume: {path} has two different rows of one configuration ({label}): lines "
-                             f"{first[key] + 2} and {n + 2}; delete the wrong one or drop --resume")
+            raise UsageError(
+                f"--resume: {path} has two different rows of one configuration ({label}): lines "
+                f"{first[key] + 2} and {n + 2}; delete the wrong one or drop --resume"
+            )
     return kept

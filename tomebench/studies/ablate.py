@@ -32,8 +32,11 @@ TITLES = {
 
 def factors() -> dict[str, tuple]:
     """Each ablated option of tome and its choices, the default first (read from the reducer's signature)."""
-    return {option.name: (option.default, *[c for c in option.choices if c != option.default])
-            for option in REDUCERS.get(REDUCER).options if option.choices}
+    return {
+        option.name: (option.default, *[c for c in option.choices if c != option.default])
+        for option in REDUCERS.get(REDUCER).options
+        if option.choices
+    }
 
 
 def plan(r: int | None = None) -> Callable[[LoadedModel], list[Config]]:
@@ -99,8 +102,14 @@ def tables(frame: pd.DataFrame) -> list[FactorTable]:
 
 def _line(row: pd.Series, choice: str, default: bool) -> Line:
     error = row.get("error")
-    return Line(choice, default, number(row.get("top1")), number(row.get("infer_samples_per_sec")),
-                number(row.get("speedup")), error if isinstance(error, str) and error else None)
+    return Line(
+        choice,
+        default,
+        number(row.get("top1")),
+        number(row.get("infer_samples_per_sec")),
+        number(row.get("speedup")),
+        error if isinstance(error, str) and error else None,
+    )
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
@@ -109,15 +118,25 @@ def to_markdown(frame: pd.DataFrame) -> str:
     tome_rows = frame[frame["reducer"] == REDUCER]
     r = int(tome_rows.iloc[0]["r"]) if not tome_rows.empty else 0
     base = frame[frame["reducer"] == "none"]
-    parts = [f"## ToMe ablation: {first['model']}, r={r} ({first['device']}, {first['dtype']}, "
-             f"batch {first['infer_batch_size']})", ""]
+    parts = [
+        f"## ToMe ablation: {first['model']}, r={r} ({first['device']}, {first['dtype']}, "
+        f"batch {first['infer_batch_size']})",
+        "",
+    ]
     if not base.empty:
         b = base.iloc[0]
-        parts += [f"Unpatched: top-1 {fmt(number(b.get('top1')), '.2f')}, "
-                  f"{fmt(number(b.get('infer_samples_per_sec')), '.1f')} img/s.", ""]
+        parts += [
+            f"Unpatched: top-1 {fmt(number(b.get('top1')), '.2f')}, "
+            f"{fmt(number(b.get('infer_samples_per_sec')), '.1f')} img/s.",
+            "",
+        ]
     for table in tables(frame):
-        parts += [f"### {table.title}", "", f"| {table.factor} | top-1 | img/s | speedup |",
-                  "| --- | ---: | ---: | ---: |"]
+        parts += [
+            f"### {table.title}",
+            "",
+            f"| {table.factor} | top-1 | img/s | speedup |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for line in table.lines:
             name = f"**{line.choice}** (default)" if line.default else line.choice
             if line.error:

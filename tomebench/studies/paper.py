@@ -48,6 +48,12 @@ def paper_rows(path: Path) -> list[Row]:
     )
     return [
         Row(reducer="none", r=0, prop_attn=False, top1=paper["top1_before"], speedup=1.0, **common),
-        Row(reducer="tome", r=r_values[0], prop_attn=prop_attn, top1=paper["top1_after"], speedup=paper["speedup"],
-            **common),
+        Row(
+            reducer="tome",
+            r=r_values[0],
+            prop_attn=prop_attn,
+            top1=paper["top1_after"],
+            speedup=paper["speedup"],
+            **common,
+        ),
     ]

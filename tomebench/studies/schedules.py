@@ -47,8 +47,9 @@ def plan(samples: int, target_speedup: float, seed: int = 0) -> Callable[[Loaded
     """Configurations for the search: the named schedules at r from r*/2 to 3r*/2 (r* from the target speedup,
     capped at the full r), then `samples` random schedules whose totals span the same budget range."""
     if samples < 0 or not (1 <= target_speedup < math.inf):  # written so that NaN fails it too
-        raise UsageError(f"--samples must be >= 0 and --target-speedup a number >= 1; got {samples} and "
-                         f"{target_speedup}")
+        raise UsageError(
+            f"--samples must be >= 0 and --target-speedup a number >= 1; got {samples} and {target_speedup}"
+        )
 
     def configs(loaded: LoadedModel) -> list[Config]:
         model = loaded.model
@@ -58,8 +59,9 @@ def plan(samples: int, target_speedup: float, seed: int = 0) -> Callable[[Loaded
         r_values = range(max(1, round(r_star / 2)), min(top, max(1, round(1.5 * r_star))) + 1)
         named = [Config("tome", r, name) for name in NAMED for r in r_values]
         totals = (r_values[0] * depth, r_values[-1] * depth)
-        sampled = sample_schedules(samples, depth, tokens, prefix, totals, seed,
-                                   exclude=[(r,) * depth for r in r_values])
+        sampled = sample_schedules(
+            samples, depth, tokens, prefix, totals, seed, exclude=[(r,) * depth for r in r_values]
+        )
         return named + [Config("tome", sum(s) // depth, s) for s in sampled]
 
     return configs
@@ -100,18 +102,42 @@ def figure(frame: pd.DataFrame) -> Figure:
         named = rows[(rows["reducer"] != "none") & (rows["schedule"].astype(str) == name)].sort_values("r")
         if not named.empty:
             # Joined in r order only where speedup moves steadily with r; otherwise the line would be noise.
-            left.errorbar(named["speedup"], named["top1"], xerr=speedup_errors(named), color=colour, label=name,
-                          zorder=3, fmt="o-" if monotone(named["speedup"]) else "o", markersize=5, capsize=2,
-                          elinewidth=0.8)
+            left.errorbar(
+                named["speedup"],
+                named["top1"],
+                xerr=speedup_errors(named),
+                color=colour,
+                label=name,
+                zorder=3,
+                fmt="o-" if monotone(named["speedup"]) else "o",
+                markersize=5,
+                capsize=2,
+                elinewidth=0.8,
+            )
     base = rows[rows["reducer"] == "none"]
     if not base.empty:
         left.scatter(base["speedup"], base["top1"], marker="*", s=160, color="black", zorder=4, label="unpatched")
     front = best_schedules(frame)
     if not front.empty:
-        left.errorbar(front["speedup"], front["top1"], xerr=speedup_errors(front), fmt="none", ecolor="black",
-                      elinewidth=0.8, capsize=2, zorder=5)
-        left.scatter(front["speedup"], front["top1"], s=60, facecolors="none", edgecolors="black", zorder=5,
-                     label="frontier (random; bars p10-p90)")
+        left.errorbar(
+            front["speedup"],
+            front["top1"],
+            xerr=speedup_errors(front),
+            fmt="none",
+            ecolor="black",
+            elinewidth=0.8,
+            capsize=2,
+            zorder=5,
+        )
+        left.scatter(
+            front["speedup"],
+            front["top1"],
+            s=60,
+            facecolors="none",
+            edgecolors="black",
+            zorder=5,
+            label="frontier (random; bars p10-p90)",
+        )
     left.set_xlabel(SPEEDUP_LABEL)
     left.set_ylabel("top-1 accuracy (%)")
     left.grid(alpha=0.3)
@@ -120,13 +146,20 @@ def figure(frame: pd.DataFrame) -> Figure:
     left.set_title(f"Merging schedules\n{first['model']} · {first['device']} · {first['dtype']}")
     if not front.empty:
         half = (len(front) + 1) // 2
-        groups = [("slower half", front.iloc[:half]), ("faster half", front.iloc[half:])] if len(front) > 1 else [
-            ("frontier", front)]
+        groups = (
+            [("slower half", front.iloc[:half]), ("faster half", front.iloc[half:])]
+            if len(front) > 1
+            else [("frontier", front)]
+        )
         for label, part in groups:
             if not part.empty:
                 means = average_per_block(part)
-                right.plot(range(1, len(means) + 1), means, marker="o",
-                           label=f"{label} ({part['speedup'].min():.2f}-{part['speedup'].max():.2f}x)")
+                right.plot(
+                    range(1, len(means) + 1),
+                    means,
+                    marker="o",
+                    label=f"{label} ({part['speedup'].min():.2f}-{part['speedup'].max():.2f}x)",
+                )
     right.set_xlabel("block")
     right.set_ylabel("average r of the frontier schedules")
     right.grid(alpha=0.3)

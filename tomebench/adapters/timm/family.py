@@ -113,8 +113,10 @@ def _load_error(timm_name: str, checkpoint: Path | None, exc: Exception) -> Tome
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     classes = _class_count_mismatch(str(exc))
     if classes is not None:
-        return UsageError(f"the weights have a {classes}-class head but {timm_name} was built with another class "
-                          f"count: pass --model-arg num_classes={classes}")
+        return UsageError(
+            f"the weights have a {classes}-class head but {timm_name} was built with another class "
+            f"count: pass --model-arg num_classes={classes}"
+        )
     if checkpoint is not None:
         return TomebenchError(f"cannot load checkpoint {checkpoint} into {timm_name}: {detail}")
     if is_offline(exc):
@@ -128,8 +130,11 @@ def _class_count_mismatch(text: str) -> int | None:
     torch says "size mismatch for head.weight: copying a param with shape torch.Size([10, 64]) from checkpoint,
     the shape in current model is torch.Size([1000, 64])"; the first dimension of the checkpoint's is the count.
     """
-    found = re.search(r"size mismatch for (?:head|fc|classifier)\w*\.(?:weight|bias): copying a param with shape "
-                      r"torch\.Size\(\[(\d+)", text)
+    found = re.search(
+        r"size mismatch for (?:head|fc|classifier)\w*\.(?:weight|bias): copying a param with shape "
+        r"torch\.Size\(\[(\d+)",
+        text,
+    )
     return int(found.group(1)) if found else None
 
 

@@ -14,6 +14,7 @@ from tomebench.errors import UsageError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+
 class _TimmForward(PatchedForward):
     """timm's forward and forward_features, reducing tokens; masks cannot follow a shrinking sequence."""
 
@@ -88,6 +89,14 @@ class TimmAdapter(Adapter):
         q, k, v = qkv.unbind(0)
         return attn.q_norm(q), attn.k_norm(k), v
 
+    def values(self, attn: nn.Module, h: Tensor) -> Tensor:
+        from torch.nn.functional import linear
+
+        b, n, _ = h.shape
+        d = attn.num_heads * attn.head_dim
+        weight, bias = attn.qkv.weight[2 * d :], None if attn.qkv.bias is None else attn.qkv.bias[2 * d :]
+        return linear(h, weight, bias).reshape(b, n, attn.num_heads, attn.head_dim).transpose(1, 2)  # (B, H, N, D)
+
     def attn_scale(self, attn: nn.Module) -> float:
         return getattr(attn, "scale", attn.head_dim**-0.5)
 
@@ -124,6 +133,10 @@ class TimmAdapter(Adapter):
         if pooling == "avgmax":
             pooled = 0.5 * (x.amax(dim=1) + pooled)
         return model.head(model.head_drop(model.fc_norm(pooled)))
+
+    def architecture(self, model: nn.Module) -> str:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        return str(cfg.get("architecture", ""))
 
     def attn_impl(self, model: nn.Module) -> str:
         return "fused" if all(getattr(block.attn, "fused_attn", False) for block in model.blocks) else "eager"

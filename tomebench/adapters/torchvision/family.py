@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # The ViT weights torchvision publishes (architecture, weights, input size, ImageNet-1k top-1 in its docs), listed
-# by `tomebench models` without importing torchvision; tests/test_families_cli.py holds it to torchvision's enums.
+# by `tomebench models` without importing torchvision; tests/adapters/test_loading.py holds it to torchvision's enums.
 PUBLISHED = (
     ("vit_b_16", "IMAGENET1K_V1", 224, 81.072),
     ("vit_b_16", "IMAGENET1K_SWAG_E2E_V1", 384, 85.304),
@@ -63,20 +63,30 @@ class TorchvisionFamily(Family):
             raise UsageError(f"cannot create tv:{architecture} with {model_kwargs}: {one_line(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - a download or hash failure: one line, with what to do
             if use_weights is not None and (is_offline(exc) or isinstance(exc, OSError)):
-                raise unreachable(f"pretrained weights for tv:{architecture}.{weights.name}", "offline?",
-                                  "put them in the torch hub cache") from None
+                raise unreachable(
+                    f"pretrained weights for tv:{architecture}.{weights.name}",
+                    "offline?",
+                    "put them in the torch hub cache",
+                ) from None
             raise TomebenchError(f"cannot create tv:{architecture}: {one_line(exc)}") from None
         if checkpoint is not None:
             try:
                 model.load_state_dict(load_state_file(checkpoint))
             except Exception as exc:  # noqa: BLE001 - wrong keys or shapes, unreadable file: one line
-                raise TomebenchError(f"cannot load checkpoint {checkpoint} into tv:{architecture}: "
-                                     f"{one_line(exc)}") from None
+                raise TomebenchError(
+                    f"cannot load checkpoint {checkpoint} into tv:{architecture}: {one_line(exc)}"
+                ) from None
         model.eval()
         data_config, transform = _preprocessing(model, weights)
         loaded_name = f"tv:{architecture}.{weights.name}" if use_weights is not None else f"tv:{architecture}"
-        return LoadedModel(loaded_name, model, data_config, pretrained or checkpoint is not None, transform,
-                           (("torchvision", torchvision.__version__),))
+        return LoadedModel(
+            loaded_name,
+            model,
+            data_config,
+            pretrained or checkpoint is not None,
+            transform,
+            (("torchvision", torchvision.__version__),),
+        )
 
     def describe(self, name: str, from_checkpoint: bool) -> tuple[str, int]:
         architecture, weights = _resolve(name)
@@ -144,13 +154,21 @@ def _preprocessing(model: nn.Module, weights) -> tuple[dict, transforms.Compose]
         resize, crop = [model.image_size], [model.image_size]
         mean, std, interpolation, antialias = IMAGENET_MEAN, IMAGENET_STD, transforms.InterpolationMode.BILINEAR, True
     size = crop[0]
-    transform = transforms.Compose([
-        transforms.Resize(resize, interpolation=interpolation, antialias=antialias),
-        transforms.CenterCrop(crop),
-        transforms.PILToTensor(),  # uint8 (3, H, W): normalising happens on the device
-    ])
-    data_config = dict(input_size=(3, size, size), mean=mean, std=std, interpolation=interpolation.value,
-                       crop_pct=crop[0] / resize[0], crop_mode="center")
+    transform = transforms.Compose(
+        [
+            transforms.Resize(resize, interpolation=interpolation, antialias=antialias),
+            transforms.CenterCrop(crop),
+            transforms.PILToTensor(),  # uint8 (3, H, W): normalising happens on the device
+        ]
+    )
+    data_config = dict(
+        input_size=(3, size, size),
+        mean=mean,
+        std=std,
+        interpolation=interpolation.value,
+        crop_pct=crop[0] / resize[0],
+        crop_mode="center",
+    )
     return data_config, transform
 
 

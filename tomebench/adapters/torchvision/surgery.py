@@ -1,5 +1,7 @@
-"""torchvision's VisionTransformer (vit_b_16 ... vit_h_14): the surgery. `EncoderBlock` is pre-norm (ln_1, nn.MultiheadAttention with one packed in-projection, dropout, ln_2,
-MLP); the class token is the one prefix token and the head reads it.
+"""torchvision's VisionTransformer (vit_b_16 ... vit_h_14): the surgery.
+
+`EncoderBlock` is pre-norm (ln_1, nn.MultiheadAttention with one packed in-projection, dropout, ln_2, MLP); the
+class token is the one prefix token and the head reads it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ class TorchvisionAdapter(Adapter):
             attn = getattr(block, "self_attention", None)
             packed = isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.bias_k is None
             if not isinstance(block, EncoderBlock) or not packed or attn.add_zero_attn or not attn.batch_first:
-                raise UsageError(f"block {i} is a {type(block).__name__}; tomebench supports torchvision's "
-                                 "EncoderBlock with a batch-first nn.MultiheadAttention")
+                raise UsageError(
+                    f"block {i} is a {type(block).__name__}; tomebench supports torchvision's "
+                    "EncoderBlock with a batch-first nn.MultiheadAttention"
+                )
 
     def forward_mixin(self, model_class: type) -> type:
         return _TorchvisionForward

@@ -51,8 +51,14 @@ class TransformersFamily(Family):
             raise TomebenchError(f"cannot create hf:{name}: {one_line(exc)}") from None
         model.eval()
         data_config, transform = _preprocessing(transformers, name, config)
-        return LoadedModel(f"hf:{name}", model, data_config, pretrained or checkpoint is not None, transform,
-                           (("transformers", transformers.__version__),))
+        return LoadedModel(
+            f"hf:{name}",
+            model,
+            data_config,
+            pretrained or checkpoint is not None,
+            transform,
+            (("transformers", transformers.__version__),),
+        )
 
     def hub_id(self, name: str) -> str | None:
         local = name.startswith((".", "/", "~")) or os.path.exists(name)
@@ -94,12 +100,15 @@ def _config(transformers, name: str, overrides: dict):
         raise UsageError(f"hf:{name}: {one_line(exc)}") from None
     except OSError as exc:
         if is_offline(exc):
-            raise TomebenchError(f"the config of hf:{name} is not reachable (offline?): use a local folder or put "
-                                 "it in the Hugging Face hub cache") from None
+            raise TomebenchError(
+                f"the config of hf:{name} is not reachable (offline?): use a local folder or put "
+                "it in the Hugging Face hub cache"
+            ) from None
         raise UsageError(f"unknown transformers model hf:{name}: {one_line(exc)}") from None
     if config.model_type not in ("vit", "deit"):
-        raise UsageError(f"hf:{name} is a {config.model_type!r} model; tomebench patches ViT and DeiT image "
-                         "classifiers")
+        raise UsageError(
+            f"hf:{name} is a {config.model_type!r} model; tomebench patches ViT and DeiT image classifiers"
+        )
     return config
 
 
@@ -133,8 +142,14 @@ def _preprocessing(transformers, name: str, config) -> tuple[dict, transforms.Co
         steps.append(transforms.CenterCrop(crop))
     steps.append(transforms.PILToTensor())  # uint8 (3, H, W): normalising happens on the device
     final = crop or (size if isinstance(size, tuple) else (size, size))
-    data_config = dict(input_size=(3, *final), mean=mean, std=std, interpolation=resample,
-                       crop_pct=final[0] / (size[0] if isinstance(size, tuple) else size), crop_mode="center")
+    data_config = dict(
+        input_size=(3, *final),
+        mean=mean,
+        std=std,
+        interpolation=resample,
+        crop_pct=final[0] / (size[0] if isinstance(size, tuple) else size),
+        crop_mode="center",
+    )
     return data_config, transforms.Compose(steps)
 
 

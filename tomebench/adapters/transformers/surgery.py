@@ -20,7 +20,6 @@ CLASSES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForIm
 TEACHER = "DeiTForImageClassificationWithTeacher"
 
 
-
 def _family_class(cls: type) -> type | None:
     """The transformers class a (possibly patched) model class derives from, or None."""
     for base in cls.__mro__:
@@ -46,12 +45,19 @@ class _TransformersForward(PatchedForward):
     """The classifiers' forward: same arguments and output class (ImageClassifierOutput or DeiT's teacher
     output), logits from the reducing loop. Hidden states and attentions are not returned: tokens change count."""
 
-    def forward(self, pixel_values: Tensor | None = None, labels: Tensor | None = None,
-                interpolate_pos_encoding: bool | None = None, attention_mask: Tensor | None = None,
-                return_dict: bool | None = None, **kwargs: Any):
+    def forward(
+        self,
+        pixel_values: Tensor | None = None,
+        labels: Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        attention_mask: Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ):
         if attention_mask is not None or kwargs.get("output_attentions") or kwargs.get("output_hidden_states"):
-            raise NotImplementedError("token reduction changes the sequence: no attention masks, attentions or "
-                                      "hidden states")
+            raise NotImplementedError(
+                "token reduction changes the sequence: no attention masks, attentions or hidden states"
+            )
         x, _ = self._tome_tokens(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
         if _is_teacher(self):
             from transformers.models.deit.modeling_deit import DeiTForImageClassificationWithTeacherOutput
@@ -77,8 +83,10 @@ class TransformersAdapter(Adapter):
         for i, block in enumerate(self.blocks(model)):
             attn = getattr(block, "attention", None)
             if not all(hasattr(attn, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")):
-                raise UsageError(f"block {i} of {type(model).__name__} has no q/k/v/o projections: tomebench needs "
-                                 "the transformers >= 5 ViT layout")
+                raise UsageError(
+                    f"block {i} of {type(model).__name__} has no q/k/v/o projections: tomebench needs "
+                    "the transformers >= 5 ViT layout"
+                )
 
     def forward_mixin(self, model_class: type) -> type:
         return _TransformersForward

@@ -1,0 +1,26 @@
+"""Planning a sweep: r values that coincide on a model are measured once, and a huge r range costs nothing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from tomebench.engine.setup import Setup
+from tomebench.engine.spec import RunSpec
+from tomebench.schedule import parse_r_spec
+
+SPEC = RunSpec(model="test_vit", pretrained=False, r=(0, 4), repeats=1, device="cpu", data="synthetic")
+
+
+def test_a_huge_r_range_is_capped_at_the_model_and_coinciding_r_are_measured_once():
+    start = time.perf_counter()
+    r = parse_r_spec("0..10000000000000")
+    assert isinstance(r, range)
+    setup = Setup.build(replace(SPEC, r=r))
+    assert time.perf_counter() - start < 30
+    # test_vit: 100 patches + cls, so a block merges at most 50 tokens; r 0..50 all differ.
+    assert [c.r for c in setup.configs] == [0, *range(51)]
+    [note] = setup.notes
+    assert note.startswith("10000000000001 r values asked, 51 distinct on test_vit") and "r=50 on" in note
+    decreasing = Setup.build(replace(SPEC, r=parse_r_spec("0..100000"), schedule="decreasing"))
+    assert len(decreasing.configs) < 200 and decreasing.notes

@@ -1,0 +1,74 @@
+"""Random layers for the reducers' property tests, and the registry's reducers by kind: a reducer file added to
+tomebench/reducers (or a plug-in) is covered by the shared invariants without editing a test."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+
+from tomebench.reducers import REDUCERS, LayerTokens, max_r, merge_tokens
+
+NAMES = tuple(REDUCERS.names())  # every registered reducer, `none` (the unpatched token flow) included
+KINDS = {entry.name: entry.obj.kind for entry in REDUCERS}  # merge, prune, hybrid or none
+MERGING = tuple(name for name in NAMES if KINDS[name] == "merge")
+PRUNING = tuple(name for name in NAMES if KINDS[name] == "prune")
+
+
+@st.composite
+def layers(draw, given_size: bool = False):
+    """A random layer: metric (B, N, C), features x (B, N, C), sizes (B, N, 1) or None, prefix P < N, r,
+    and attention scores (B, N) for the attention thunks."""
+    b = draw(st.integers(1, 3))
+    n = draw(st.integers(2, 40))
+    c = draw(st.integers(1, 8))
+    p = draw(st.integers(0, min(4, n - 1)))
+    r = draw(st.integers(0, n))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    metric = torch.randn(b, n, c, generator=g, dtype=torch.float64)
+    x = torch.randn(b, n, c, generator=g, dtype=torch.float64)
+    # Integer sizes as earlier layers would leave them (each token stands for 1..5 patches).
+    size = torch.randint(1, 6, (b, n, 1), generator=g).to(torch.float64) if given_size else None
+    scores = torch.rand(b, n, generator=g, dtype=torch.float64).softmax(dim=-1)
+    return metric, x, size, p, r, scores
+
+
+def tokens_for(metric, size, p, scores=None, layer: int = 0, has_cls: bool = True, x=None) -> LayerTokens:
+    """LayerTokens whose attention thunks return fixed scores (B, N), as the loop's attention parts would. What
+    else a reducer may declare it reads is there too: x (the tokens the plan applies to; the metric when not
+    given), other features (x for "x", else the metric) and a full attention (B, 1, N, N) from the metric."""
+    scores = torch.rand(metric.shape[:2], dtype=metric.dtype) if scores is None else scores
+    x = metric if x is None else x
+    return LayerTokens(
+        metric=metric,
+        size=size,
+        num_prefix_tokens=p,
+        layer=layer,
+        cls_attention=(lambda: scores) if has_cls else None,
+        mean_attention=lambda: scores,
+        features=lambda kind, heads: x if kind == "x" else metric,
+        attention=lambda: (metric @ metric.transpose(-2, -1)).softmax(dim=-1)[:, None],
+        x=x,
+        depth=layer + 1,
+    )
+
+
+def reduce(name, metric, x, size, p, r, scores=None, layer: int = 0, **options):
+    merge = REDUCERS.get(name)(tokens_for(metric, size, p, scores, layer, x=x), r, **options)
+    return merge_tokens(merge, x, size, None)
+
+
+def expected_tokens(n: int, p: int, r: int, name: str = "tome") -> int:
+    """Tokens a block leaves: N - r, r clamped to the most the reducer declares it can remove; for those that keep
+    the default (every built-in but `none`), half the non-prefix tokens, restated here, not read from the package."""
+    most = REDUCERS.get(name).most
+    return n - min(r, (n - p) // 2 if most is max_r else most(n, p))
+
+
+def row_indices(out: torch.Tensor, x: torch.Tensor) -> list[list[int]]:
+    """For each batch element, the input row index that each output row equals exactly (fails if none or several)."""
+    result = []
+    for ob, xb in zip(out, x):
+        matches = (ob[:, None, :] == xb[None, :, :]).all(dim=-1)  # (N_out, N_in)
+        assert torch.all(matches.sum(dim=1) == 1), "an output row is not an exact copy of exactly one input row"
+        result.append(matches.float().argmax(dim=1).tolist())
+    return result

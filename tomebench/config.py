@@ -53,6 +53,7 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "target_speedup": NUMBER,
     "seed": (int,),
     "resume": (bool,),
+    "overwrite": (bool,),
     "opt": (list,),
     "baseline": (str,),
     "acc_tol": NUMBER,

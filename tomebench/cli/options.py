@@ -183,3 +183,7 @@ MatchOpt = Annotated[
         "gmacs when the reducers' knobs differ, else none.",
     ),
 ]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace --out if it exists (without it, an existing CSV is never replaced)."),
+]

@@ -48,7 +48,9 @@ def measure(command: str, args: CommandLine, spec: RunSpec, figure=None, report:
     check_outputs(
         sweep_outputs(out, report=report), inputs=None if baseline is None else {"the --baseline CSV": baseline}
     )
-    run(spec, out, args.resume, figure, executor(args))
+    if args.resume and args.overwrite:
+        raise UsageError("--resume keeps the rows in --out and --overwrite replaces them: give one of the two")
+    run(spec, out, args.resume, figure, executor(args), args.overwrite)
     if baseline is not None:
         check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
     return out
@@ -88,14 +90,14 @@ class RichProgress:
         self.bar.console.print(f"note: {escape(text)}", highlight=False, soft_wrap=True)
 
 
-def run(spec: RunSpec, out: Path, resume: bool = False, figure=None, executor=None) -> None:
+def run(spec: RunSpec, out: Path, resume: bool = False, figure=None, executor=None, overwrite: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tomebench.engine.run import run_sweep
     from tomebench.report import plots
     from tomebench.results.journal import Journal
 
-    journal = Journal(out, resume)
+    journal = Journal(out, resume, overwrite)
     columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with signals_as_interrupts() as received:
         try:
@@ -208,7 +210,7 @@ def check(current: Path, baseline: Path, metrics, tolerances: Tolerances, report
     if report is not None:
         write_text_atomic(report, to_markdown(result, str(current), str(baseline)))
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
         console.print(check_table(result))
         console.print(check_verdict(result))

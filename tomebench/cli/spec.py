@@ -49,6 +49,7 @@ class CommandLine:
     acc_tol: float = Tolerances.acc
     speedup_tol: float = Tolerances.speedup
     resume: bool = False
+    overwrite: bool = False
     group_size: int = 8
     max_retime: int = 2
     executor: str = "local"

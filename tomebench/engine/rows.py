@@ -87,7 +87,9 @@ def make_row(
     notes += _latency(values, latency, base_latency)
     notes += _timing(values, timing, reference, retimed)
     if acc is not None and images is not None:
-        values.update(top1=acc.top1, top5=acc.top5, n_images=acc.n_images, dataset=images.name)
+        values.update(
+            top1=acc.top1, top5=acc.top5, n_images=acc.n_images, dataset=images.name, n_unreadable=acc.skipped
+        )
         if acc.error:
             values["error"] = f"accuracy pass: {acc.error}"
         if acc.skipped:

@@ -41,12 +41,20 @@ DEFAULT_METRICS = ("top1", "top5", "speedup", "gflops", "tokens")
 FAILING = ("regressed", "unmeasured", "not comparable")
 LIST_AT_MOST = 5  # a Markdown report lists up to this many one-side-only configurations, else one summary line
 NONFINITE = "_nonfinite"  # a column added while joining: the row's cells written as NaN or inf
-# How the no-match message names identity columns.
+# How the no-match message names identity columns, and the flag that sets each.
 FIELD_NAMES = {
     "infer_batch_size": "batch size",
     "infer_img_size": "image size",
     "reducer_options": "reducer options",
     "prop_attn": "prop_attn",
+}
+FLAGS = {
+    "infer_batch_size": "--batch-size",
+    "dtype": "--dtype",
+    "compile": "--compile",
+    "model": "--model",
+    "infer_img_size": "--model-arg img_size=",
+    "schedule": "--schedule",
 }
 
 
@@ -117,6 +125,10 @@ class CheckResult:
         return not (self.regressions or self.missing_in_current or self.errors)
 
     def to_dict(self) -> dict:
+        """The result as JSON-safe data: a NaN or inf (an unmeasured or incomparable value) is null."""
+        return _finite(self._dict())
+
+    def _dict(self) -> dict:
         return {
             "passed": self.passed,
             "compared": self.compared,
@@ -130,6 +142,16 @@ class CheckResult:
             "errors": list(self.errors),
             "known_errors": list(self.known_errors),
         }
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def label(key: tuple) -> str:
@@ -146,10 +168,10 @@ def label(key: tuple) -> str:
 
 
 def _nonfinite_cells(frame: pd.DataFrame) -> list[tuple[str, ...]]:
-    """Per row, the columns whose cell was written as NaN or inf (read_csv records them; pandas alone would make
-    a literal "nan" look like an empty cell)."""
+    """Per row, the columns whose cell was written as NaN or inf, or held text where a number belongs (read_csv
+    records both; pandas alone would make them look like an empty cell, which means "not measured")."""
     marked: dict[int, list[str]] = {}
-    for position, column in frame.attrs.get("nonfinite_cells", ()):
+    for position, column in (*frame.attrs.get("nonfinite_cells", ()), *frame.attrs.get("text_cells", ())):
         marked.setdefault(position, []).append(column)
     return [tuple(marked.get(position, ())) for position in range(len(frame))]
 
@@ -166,8 +188,18 @@ def _keyed(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     frame[NONFINITE] = _nonfinite_cells(frame)
     for column in IDENTITY:
         frame[column] = frame[column].map(canonical)
-    # A file with the same configuration twice (appended runs): the last measurement counts.
-    return frame.drop_duplicates(subset=list(IDENTITY), keep="last").set_index(list(IDENTITY))
+    frame = frame.drop_duplicates()  # an exact repeat is one row
+    twice = frame[frame.duplicated(subset=list(IDENTITY), keep=False)]
+    if not twice.empty:
+        # Which of two measurements of one configuration the gate held would be chance (the regressed one, or the
+        # fine one written after it): refuse rather than pass.
+        key = tuple(twice.iloc[0][list(IDENTITY)])
+        lines = [str(i + 2) for i in twice.index[twice[list(IDENTITY)].apply(tuple, axis=1) == key]]
+        raise UsageError(
+            f"{name} has {len(lines)} different rows of one configuration ({label(key)}) at lines "
+            f"{', '.join(lines)}; keep one per configuration"
+        )
+    return frame.set_index(list(IDENTITY))
 
 
 def check(
@@ -233,11 +265,32 @@ def _compare(key: tuple, name: str, base: pd.Series, cur: pd.Series, tol: float)
     if c is None:
         # Measured in the baseline but not now (a throughput-only run against an accuracy baseline): not green.
         return Finding(label(key), name, b, float("nan"), "unmeasured")
+    if name == "speedup":
+        return Finding(label(key), name, b, c, _speedup_status(b, c, _spread(base), _spread(cur), tol))
     allowed = tol * abs(b) if metric.relative else tol
     gain = (c - b) if metric.higher_is_better else (b - c)
     # The tiny epsilon keeps a change that equals the tolerance (up to float rounding) within it.
     status = "regressed" if gain < -allowed - 1e-9 else "improved" if gain > allowed + 1e-9 else "ok"
     return Finding(label(key), name, b, c, status)
+
+
+def _spread(row: pd.Series) -> tuple[float, float] | None:
+    """(p10, p90) of a row's paired speedup, when the CSV has them."""
+    low, high = number(row.get("speedup_p10")), number(row.get("speedup_p90"))
+    return (low, high) if low is not None and high is not None else None
+
+
+def _speedup_status(base: float, cur: float, base_spread, cur_spread, tol: float) -> str:
+    """A speedup regressed only when its measured spread clears the tolerance: the current run's p90 below the
+    baseline's p10 less the tolerance (improved: p10 above p90 plus it). A timing as noisy as the margin it is
+    held to says nothing either way; without spreads (older CSVs) the medians are compared."""
+    low, high = cur_spread or (cur, cur)
+    base_low, base_high = base_spread or (base, base)
+    if high < base_low * (1 - tol) - 1e-9:
+        return "regressed"
+    if low > base_high * (1 + tol) + 1e-9:
+        return "improved"
+    return "ok"
 
 
 def _shown(value: float | None) -> float:
@@ -252,6 +305,9 @@ def _differences(current: pd.Index, baseline: pd.Index) -> str:
         now, then = {key[position] for key in current}, {key[position] for key in baseline}
         if now != then:
             text = f"{FIELD_NAMES.get(field_name, field_name)} {_values(now)} (current) vs {_values(then)} (baseline)"
+            if field_name in FLAGS and len(then) == 1 and next(iter(then)):
+                flag = FLAGS[field_name]
+                text += f": measure again with {flag}{'' if flag.endswith('=') else ' '}{next(iter(then))}"
             (different if now & then else disjoint).append(text)
     if not disjoint and not different:
         return "each field's values occur on both sides, but never in the same combination"

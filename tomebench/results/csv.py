@@ -4,6 +4,7 @@ every file written through a temp file and a rename, so a reader never sees half
 from __future__ import annotations
 
 import csv
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tomebench.errors import UsageError
-from tomebench.results.row import COLUMNS, KEY_COLUMNS, Row
+from tomebench.errors import UsageError, one_line
+from tomebench.results.row import COLUMNS, KEY_COLUMNS, NUMERIC_COLUMNS, Row
 
 
 @contextmanager
@@ -45,14 +46,22 @@ def row_cells(row: Row) -> dict[str, str]:
     return {name: _cell(getattr(row, name)) for name in COLUMNS}
 
 
-def write_records(records: Iterable[dict[str, str]], path: Path) -> Path:
-    """Write CSV cells (column -> text) atomically in the contract's column order; absent cells are empty."""
+def write_records(records: Iterable[dict[str, str]], path: Path, extra: Iterable[str] = ()) -> Path:
+    """Write CSV cells (column -> text) atomically in the contract's column order, then the `extra` columns (a
+    user's own, kept as they were); absent cells are empty."""
+    header = [*COLUMNS, *[c for c in extra if c not in COLUMNS]]
     with atomic_file(path) as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer.writerow(header)
         for record in records:
-            writer.writerow(record.get(name, "") for name in COLUMNS)
+            writer.writerow(record.get(name, "") for name in header)
     return Path(path)
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names of a CSV file (for keeping a user's own columns when it is rewritten)."""
+    with open(path, newline="") as handle:
+        return next(csv.reader(handle), [])
 
 
 def read_records(path: Path) -> list[dict[str, str]]:
@@ -63,7 +72,7 @@ def read_records(path: Path) -> list[dict[str, str]]:
             records = [dict(record) for record in reader]
             header = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"{path} is not a readable CSV: {exc}") from None
+        raise UsageError(f"{path} is not a readable CSV: {one_line(exc)}") from None
     missing = [c for c in KEY_COLUMNS if c not in header]
     if missing:
         raise UsageError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
@@ -100,8 +109,8 @@ def read_csv(path: Path) -> pd.DataFrame:
                 "compile": "string",
             },
         )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"{path} is not a readable CSV: {one_line(exc)}") from None
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]
     if missing:
         raise UsageError(f"{path} is not a tomebench CSV: it lacks the column(s) {', '.join(missing)}")
@@ -111,7 +120,34 @@ def read_csv(path: Path) -> pd.DataFrame:
     frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
     frame.attrs["absent_columns"] = tuple(absent)  # filled in empty above; check refuses to join on those
     frame.attrs["nonfinite_cells"] = _nonfinite_cells(path)
+    frame.attrs["text_cells"] = _numbers(frame)
     return frame
+
+
+def _to_number(cell: object) -> float:
+    """A cell as a float: NaN for text (or empty), inf for an integer too large for a float."""
+    try:
+        return float(cell)
+    except OverflowError:
+        return math.inf
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _numbers(frame: pd.DataFrame) -> tuple[tuple[int, str], ...]:
+    """Make every numeric column numeric; return (row position, column) of each cell that held text instead."""
+    bad = []
+    for column in NUMERIC_COLUMNS:
+        if frame[column].dtype == object or str(frame[column].dtype) == "string":
+            values = frame[column].map(_to_number).astype(float)
+            given = frame[column].notna() & (frame[column].astype("string").str.strip() != "")
+            bad += [
+                (int(position), column)
+                for position in range(len(frame))
+                if given.iloc[position] and pd.isna(values.iloc[position])
+            ]
+            frame[column] = values
+    return tuple(bad)
 
 
 NONFINITE_TEXT = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tomebench.errors import TomebenchError, UsageError
-from tomebench.results.csv import read_records, row_cells, write_records, write_text_atomic
+from tomebench.results.csv import read_header, read_records, row_cells, write_records, write_text_atomic
 from tomebench.results.files import OutputLock, remove_stale_temp_files, rescue, sidecar
 from tomebench.results.identity import IDENTITY, canonical, identity, requested_batch
 from tomebench.results.row import COLUMNS, Row
@@ -52,9 +52,11 @@ ROW_SETTINGS = {
 class Journal:
     """The sweep's `Sink` on disk: out CSV plus sidecar, written after every group."""
 
-    def __init__(self, path: Path, resume: bool = False):
+    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False):
         self.path = Path(path)
         self.resume = resume
+        self.overwrite = overwrite
+        self.extra: list[str] = []  # a user's own columns in the file resumed: kept, after the contract's
         self.planned: list[Row] = []
         self.settings: dict = {}
         self.records: dict[int, dict[str, str]] = {}  # planned index -> its row's cells
@@ -80,15 +82,19 @@ class Journal:
 
     def _begin(self, settings: dict, planned: list[Row]) -> set[int]:
         self.settings, self.planned = settings, planned
-        if not (self.resume and self.path.exists()):
+        if not self.resume:
+            refuse_replacing(self.path, self.overwrite)
+            return set()
+        if not self.path.exists():
             return set()
         try:
             records = read_records(self.path)
             _check_complete_rows(self.path)
+            self.extra = [c for c in read_header(self.path) if c not in COLUMNS]
         except Exception as exc:  # noqa: BLE001 - TomebenchError or worse: either way, not a file to resume
             message = str(exc).removeprefix("--resume: ")
             raise UsageError(f"--resume: {message}") from None
-        records = _unique(self.path, records)
+        unique = _unique(self.path, records)
         previous = self._previous()
         self._check_settings(settings, records, previous.get("settings"))
         self.groups = list(previous.get("groups", []))
@@ -101,13 +107,23 @@ class Journal:
                     self.finished.add(i)
         self.others = list(by_key.values())
         self.resumed = len(self.finished)
+        if len(unique) < len(records):  # exact repeats: the file is written back once, each configuration once
+            self._write(self._records())
         return set(self.finished)
+
+    def _records(self) -> list[dict[str, str]]:
+        return [self.records[i] for i in sorted(self.records)] + self.others
+
+    def _write(self, records: list[dict[str, str]]) -> None:
+        write_records(records, self.path, self.extra)
 
     def add(self, rows: list[Row], raw_times: dict[str, Timing]) -> None:
         keys = {identity(row_cells(row)): i for i, row in enumerate(self.planned)}
         added = [keys[identity(row_cells(row))] for row in rows]
         for i, row in zip(added, rows):
-            self.records[i] = row_cells(row)
+            # A user's own cells (a comment column) stay with the configuration when it is measured again.
+            kept = {c: self.records[i].get(c, "") for c in self.extra} if i in self.records else {}
+            self.records[i] = row_cells(row) | kept
         self.groups.append(
             {
                 label: {
@@ -119,16 +135,16 @@ class Journal:
                 for label, t in raw_times.items()
             }
         )
-        records = [self.records[i] for i in sorted(self.records)] + self.others
+        records = self._records()
         try:
             # The times first: a crash between the two writes leaves times without their rows, never the reverse.
             write_text_atomic(
                 sidecar(self.path), json.dumps({"settings": self.settings, "groups": self.groups}, indent=1)
             )
-            write_records(records, self.path)
+            self._write(records)
         except OSError as exc:
             # A full disk or a vanished mount must not take the measured rows with it.
-            saved = rescue(records, COLUMNS, self.path)
+            saved = rescue(records, [*COLUMNS, *self.extra], self.path)
             where = (
                 f"all {len(records)} rows measured so far are in {saved}"
                 if saved
@@ -166,6 +182,7 @@ class Journal:
                     raise UsageError(
                         f"--resume: {self.path} has a row with {column} {have!r}, this run has {want!r}; {hint}"
                     )
+            _check_subset(self.path, settings, record, hint)
             sizes = settings["batch_size"] if isinstance(settings["batch_size"], list) else [settings["batch_size"]]
             used = requested_batch(record) or str(sizes[0])
             if used not in [str(size) for size in sizes]:
@@ -173,6 +190,34 @@ class Journal:
                 raise UsageError(
                     f"--resume: {self.path} was measured at batch {used}, this run asks for {asked}; {hint}"
                 )
+
+
+def _check_subset(path: Path, settings: dict, record: dict[str, str], hint: str) -> None:
+    """A row's images (readable and not) must be this run's subset: with the sidecar gone, a CSV measured with
+    another --limit would otherwise mix rows over 20 and 30 images."""
+    files = settings.get("n_files")
+    seen, unreadable = canonical(record.get("n_images", "")), canonical(record.get("n_unreadable", ""))
+    if files is None or not seen.isdigit():
+        return
+    total = int(seen) + (int(unreadable) if unreadable.isdigit() else 0)
+    if total != files if unreadable.isdigit() else int(seen) > files:
+        raise UsageError(f"--resume: {path} has a row measured on {total} image(s), this run evaluates {files}; {hint}")
+
+
+def refuse_replacing(path: Path, overwrite: bool) -> None:
+    """An existing CSV is never replaced unasked: measured rows (maybe hours of them), or a file that is not even
+    tomebench's. The message says how to go on."""
+    if overwrite or not path.exists() or not path.is_file():
+        return
+    try:
+        rows = len(read_records(path))
+        what = f"holds {rows} row(s) of an earlier run"
+    except UsageError:
+        what = "is not a tomebench CSV"
+    raise UsageError(
+        f"{path} exists and {what}; pass --resume to keep its rows and measure only what is missing, "
+        "--overwrite to replace it, or give another --out"
+    )
 
 
 def _check_complete_rows(path: Path) -> None:

@@ -75,11 +75,19 @@ class Row:
     attn_impl: str | None = None  # "fused" (SDPA, at most an additive bias) or "eager" (attention matrix built)
     torchvision: str | None = None  # the family's library version, in rows of torchvision models
     transformers: str | None = None  # ... and of transformers models
+    # Appended by issue 25: images of the evaluated subset that could not be decoded (n_images counts the others), so
+    # a resumed CSV is never mixed with rows measured on another subset.
+    n_unreadable: int | None = None
 
     def with_environment(self, env: Environment) -> Row:
         return replace(self, **asdict(env))
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row))
+# Columns that hold numbers: a cell there that is not a number (a hand edit, a spreadsheet's "n/a") is read as missing
+# and recorded, never a traceback later.
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in fields(Row) if any(t in str(f.type) for t in ("int", "float")) and f.name != "prop_attn"
+)
 # Columns that identify a configuration; a CSV without them is not one of ours.
 KEY_COLUMNS: tuple[str, ...] = ("model", "reducer", "r", "schedule")

@@ -6,8 +6,8 @@
    a timer that stops before queued kernels finish would read far too fast.
 2. ViT-B/16 (random init), batch 256, fp16 and bf16 autocast, every reducer at r = 0, 8, 13, 16, interleaved
    against the unpatched model: images/s, speedup, peak memory. CSVs go to results/gpu/.
-3. Compiled (issue 17): ViT-B/16 fp16 at batch 256, `--compile default`, ToMe r = 0, 16 against the compiled
-   unpatched model; then `--compile reduce-overhead` (CUDA graphs) at batch 1 and 8 with per-image latency:
+3. Compiled (issue 17): ViT-B/16 fp16 at batch 256, `--compile`, ToMe r = 0, 16 against the compiled
+   unpatched model; then `--compile-mode reduce-overhead` (CUDA graphs) at batch 1 and 8 with per-image latency:
    compile time, images/s, speedup, latency p50/p99. CSVs vit_b-compiled-*.csv.
 """
 

@@ -33,7 +33,8 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "schedule": (str, list),
     "prop_attn": (bool,),
     "batch_size": (int, str, list),  # 32, "1,8,32" or [1, 8, 32]
-    "compile": (str,),
+    "compile": (bool, str),  # true (inductor's default mode), or the mode itself
+    "compile_mode": (str,),
     "latency": (bool,),
     "device": (str,),
     "dtype": (str,),
@@ -47,6 +48,7 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "workers": (int,),
     "group_size": (int,),
     "max_retime": (int,),
+    "time_budget": NUMBER,
     "executor": (str,),
     "ray_address": (str,),
     "samples": (int,),

@@ -54,7 +54,10 @@ def discover(root: Path, labels_file: Path | None = None) -> ImageList:
         raise UsageError(f"--data {root} is not a folder")
     if labels_file is not None:
         return _flat_folder(root, Path(labels_file))
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise UsageError(f"--data {root}: cannot read it ({exc.strerror or exc})") from None
     if not classes:
         if _images_in(root):
             raise UsageError(
@@ -62,8 +65,10 @@ def discover(root: Path, labels_file: Path | None = None) -> ImageList:
             )
         raise UsageError(f"--data {root} is empty: no class subfolders and no images")
     files, labels = [], []
+    # A link back to the root or to a class folder is never walked (its images belong to that folder alone).
+    visited = {os.path.realpath(root), *(os.path.realpath(root / cls) for cls in classes)}
     for index, cls in enumerate(classes):
-        found = _images_below(root / cls)
+        found = _images_below(root / cls, visited)
         files += found
         labels += [index] * len(found)
     if not files:
@@ -77,7 +82,7 @@ def _flat_folder(root: Path, labels_file: Path) -> ImageList:
         raise UsageError(f"--data {root} holds no image files")
     if not labels_file.is_file():
         raise UsageError(f"--labels {labels_file}: no such file")
-    lines = [ln.strip() for ln in labels_file.read_text().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in _text(labels_file).splitlines() if ln.strip()]
     if lines and "," in lines[0]:
         labels = _labels_from_csv(labels_file, files)
     else:
@@ -92,8 +97,7 @@ def _flat_folder(root: Path, labels_file: Path) -> ImageList:
 
 def _labels_from_csv(labels_file: Path, files: Sequence[Path]) -> list[int]:
     """A `name,label` CSV; an optional header row is recognised by a non-integer label."""
-    with labels_file.open(newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row]
+    rows = [row for row in csv.reader(_text(labels_file).splitlines()) if row]
     if rows and not rows[0][-1].strip().lstrip("-").isdigit():
         rows = rows[1:]
     by_name = {}
@@ -109,20 +113,48 @@ def _labels_from_csv(labels_file: Path, files: Sequence[Path]) -> list[int]:
     return [by_name[f.name] for f in files]
 
 
+def _text(labels_file: Path) -> str:
+    """A labels file's text: UTF-8, or one line saying where it is not."""
+    try:
+        return labels_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--labels {labels_file} is not UTF-8 text (byte {exc.start} cannot be read)") from None
+    except OSError as exc:
+        raise UsageError(f"--labels {labels_file}: cannot read it ({exc.strerror or exc})") from None
+
+
 def _parse_label(text: str, labels_file: Path, line: int) -> int:
     text = text.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" and "٣" are digits to str.isdigit, not class indices
         raise UsageError(f"--labels {labels_file} line {line}: {text!r} is not a class index")
     return int(text)
 
 
-def _images_below(folder: Path) -> list[Path]:
+def _images_below(folder: Path, visited: set[str]) -> list[Path]:
     """Image files at any depth under folder, sorted; hidden files and folders (.ipynb_checkpoints, .git) are
-    skipped at every depth, as torchvision's ImageFolder does."""
-    found = []
-    for here, folders, files in os.walk(folder, followlinks=True):
-        folders[:] = [f for f in folders if not f.startswith(".")]
-        found += [p for p in (Path(here) / f for f in files) if _is_image(p)]
+    skipped at every depth, as torchvision's ImageFolder does. Linked folders are followed once: a folder already
+    walked (a loop, a link to the root or to another class) is skipped, and each file counts once. A folder that
+    cannot be read is an error, not a silently smaller class."""
+
+    def unreadable(error: OSError) -> None:
+        raise UsageError(f"--data: cannot read {error.filename} ({error.strerror or error})")
+
+    found, files_seen = [], set()
+    if not os.access(folder, os.R_OK | os.X_OK):
+        unreadable(PermissionError(13, "permission denied", str(folder)))
+    for here, folders, files in os.walk(folder, followlinks=True, onerror=unreadable):
+        kept = []
+        for name in folders:
+            real = os.path.realpath(Path(here) / name)
+            if not name.startswith(".") and real not in visited:
+                visited.add(real)
+                kept.append(name)
+        folders[:] = kept
+        for path in (Path(here) / f for f in files):
+            key = os.path.realpath(path)
+            if _is_image(path) and key not in files_seen:
+                files_seen.add(key)
+                found.append(path)
     return sorted(found)
 
 
@@ -166,7 +198,7 @@ def first_readable(images: ImageList) -> Path | None:
                 img.load()
                 to_rgb(img)
             return path
-        except UNREADABLE:
+        except Exception:  # noqa: BLE001 - as ImageFiles: whatever a decoder raises, the file is unreadable
             continue
     return None
 
@@ -203,7 +235,7 @@ class ImageFiles(Dataset):
                 warnings.simplefilter("ignore")  # PIL's truncated-file/EXIF warnings are not ours to print
                 with Image.open(self.images.files[index]) as img:
                     pixels = self.transform(to_rgb(img))
-        except UNREADABLE:
+        except Exception:  # noqa: BLE001 - any file a decoder chokes on (a malformed TIFF raises TypeError) is unreadable
             return torch.zeros(self.shape, dtype=torch.uint8), label, False
         return torch.as_tensor(np.ascontiguousarray(pixels)), label, True
 

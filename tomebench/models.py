@@ -44,7 +44,27 @@ def create(name: str, pretrained: bool = True, checkpoint: Path | None = None, *
             raise UsageError(f"checkpoint file not found: {checkpoint}")
     elif pretrained:
         _fail_fast_offline(name)
-    return loader.load(rest, pretrained, checkpoint, **model_kwargs)
+    loaded = loader.load(rest, pretrained, checkpoint, **model_kwargs)
+    if checkpoint is not None or pretrained:
+        _refuse_nonfinite(loaded, checkpoint)
+    return loaded
+
+
+def _refuse_nonfinite(loaded: LoadedModel, checkpoint: Path | None) -> None:
+    """Weights with NaN or inf (a broken checkpoint, an overflowed fp16 save) would be measured as a model of
+    chance accuracy without a word: refuse them, naming the first tensor."""
+    import torch
+
+    bad = [
+        name
+        for name, tensor in loaded.model.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        where = f"the checkpoint {checkpoint}" if checkpoint is not None else f"the weights of {loaded.name}"
+        raise UsageError(
+            f"{where} hold NaN or inf values in {len(bad)} tensor(s) (first: {bad[0]}): not weights to measure"
+        )
 
 
 def describe(name: str, from_checkpoint: bool = False) -> tuple[str, int]:
@@ -64,10 +84,10 @@ def _fail_fast_offline(name: str) -> None:
 
     Unasked, huggingface_hub retries each file for about half a minute with back-off before giving up. With
     HF_HUB_OFFLINE set it fails at once by itself; otherwise, when the weights are not cached, one short
-    connection attempt to the hub tells (skipped behind a proxy, which a direct probe would wrongly fail). Models
-    whose weights come from elsewhere (torchvision's download server, a local folder) are not probed.
+    connection attempt to the hub tells (behind a proxy, to the proxy: the hub itself is not reachable directly).
+    Models whose weights come from elsewhere (torchvision's download server, a local folder) are not probed.
     """
-    if hub_offline() or any(os.environ.get(variable) for variable in PROXY_VARIABLES):
+    if hub_offline():
         return
     loader, rest = family(name)
     hub_id = loader.hub_id(rest)
@@ -78,13 +98,23 @@ def _fail_fast_offline(name: str) -> None:
     repo, _, revision = hub_id.partition("@")
     if any(isinstance(try_to_load_from_cache(repo, file, revision=revision or None), str) for file in HUB_FILES):
         return
+    proxy = next((os.environ[v] for v in PROXY_VARIABLES if os.environ.get(v)), None)
+    if proxy:
+        # Behind a proxy the hub itself cannot be probed, but the proxy can: a proxy that answers no connection
+        # would otherwise cost a minute of retries printed line by line.
+        _probe(urlparse(proxy if "//" in proxy else f"http://{proxy}"), 8080, f"the proxy {proxy}", loader, rest)
+        return
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    _probe(endpoint, 443 if endpoint.scheme == "https" else 80, endpoint.hostname, loader, rest)
+
+
+def _probe(address, default_port: int, what: str, loader: Family, rest: str) -> None:
+    """One short connection attempt to `address`; a one-line error when it answers none."""
     try:
-        socket.create_connection((endpoint.hostname, port), timeout=PROBE_TIMEOUT_S).close()
-    except OSError as exc:
+        socket.create_connection((address.hostname, address.port or default_port), timeout=PROBE_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
         raise unreachable(
             f"pretrained weights for {loader.display_name(rest)}",
-            f"not in the hub cache, and {endpoint.hostname} answers no connection: {exc.strerror or exc}",
+            f"not in the hub cache, and {what} answers no connection: {getattr(exc, 'strerror', None) or exc}",
             "set HF_HUB_OFFLINE=1 to use only cached weights",
         ) from None

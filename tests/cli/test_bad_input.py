@@ -237,6 +237,6 @@ def test_bad_compare_input_is_one_line_and_exit_2(args, fragments, tmp_path):
 
 def test_bad_compile_mode_exits_2(tmp_path):
     result = invoke(
-        "sweep", "--model", "test_vit", "--no-pretrained", "--compile", "fastest", "--out", tmp_path / "x.csv"
+        "sweep", "--model", "test_vit", "--no-pretrained", "--compile-mode", "fastest", "--out", tmp_path / "x.csv"
     )
     assert_one_line_error(result, 2, "unknown --compile mode 'fastest'")

@@ -82,7 +82,7 @@ def test_unknown_key_is_named(tmp_path):
         ("prop_attn = 1", "prop_attn must be bool, got int 1"),
         ("r = 1.5", "r must be str or int or list, got float 1.5"),
         ("batch_size = true", "batch_size must be int or str or list, got bool True"),
-        ("compile = true", "compile must be str, got bool True"),
+        ("compile = 3", "compile must be bool or str, got int 3"),
         ('opt = ["kmeans.iters=3", 4]', "opt must be a list of strings"),
         ("paper = 3", "[paper] must be a table"),
     ],

@@ -112,7 +112,7 @@ def _fake_timer(monkeypatch, attempts: list[tuple[float, ...]]):
     """time_interleaved replaced: attempt k gives every candidate the times attempts[k]; records the calls."""
     calls = []
 
-    def fake(candidates, device, plan, on_repeat=None):
+    def fake(candidates, device, plan, on_repeat=None, settled_when=None):
         times = attempts[min(len(calls), len(attempts) - 1)]
         calls.append(len(candidates))
         return [Timing(times, 1, None, None, c.batch_size) for c in candidates]

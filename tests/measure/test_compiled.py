@@ -34,7 +34,6 @@ def test_compiled_sweep_through_the_cli(tmp_path):
         "--max-retime",
         "0",
         "--compile",
-        "default",
         "--out",
         out,
     )

@@ -11,6 +11,7 @@ from tomebench.cli.options import (
     BaselineOpt,
     BatchOpt,
     CheckpointOpt,
+    CompileModeOpt,
     CompileOpt,
     ConfigOpt,
     DataOpt,
@@ -42,12 +43,13 @@ from tomebench.cli.options import (
     SeedOpt,
     SpeedupTolOpt,
     TargetSpeedupOpt,
+    TimeBudgetOpt,
     WorkersOpt,
 )
 from tomebench.cli.run import ablation_report, measure
 from tomebench.cli.spec import ablate_r, command_line, run_spec
 from tomebench.errors import TomebenchError, UsageError
-from tomebench.report.gate import Tolerances
+from tomebench.report.tolerances import Tolerances
 
 
 @app.command(short_help="Sweep r for one reducer: speedup, GFLOPs, tokens, accuracy.")
@@ -59,7 +61,8 @@ def sweep(
     schedule: ScheduleOpt = "constant",
     prop_attn: PropAttnOpt = None,
     batch_size: BatchOpt = None,
-    compile: CompileOpt = None,
+    compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = None,
     latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -80,6 +83,7 @@ def sweep(
     overwrite: OverwriteOpt = False,
     group_size: GroupOpt = 8,
     max_retime: MaxRetimeOpt = 2,
+    time_budget: TimeBudgetOpt = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
@@ -95,6 +99,7 @@ def sweep(
             prop_attn=prop_attn,
             batch_size=batch_size,
             compile=compile,
+            compile_mode=compile_mode,
             latency=latency,
             device=device,
             dtype=dtype,
@@ -115,11 +120,12 @@ def sweep(
             overwrite=overwrite,
             group_size=group_size,
             max_retime=max_retime,
+            time_budget=time_budget,
             executor=executor,
             ray_address=ray_address,
             config=config,
         )
-        measure("sweep", args, run_spec("sweep", args))
+        measure("sweep", args, lambda: run_spec("sweep", args))
     except TomebenchError as exc:
         raise fail(exc) from None
 
@@ -134,7 +140,8 @@ def compare(
     schedule: ScheduleOpt = "constant",
     prop_attn: PropAttnOpt = None,
     batch_size: BatchOpt = None,
-    compile: CompileOpt = None,
+    compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = None,
     latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -155,6 +162,7 @@ def compare(
     overwrite: OverwriteOpt = False,
     group_size: GroupOpt = 8,
     max_retime: MaxRetimeOpt = 2,
+    time_budget: TimeBudgetOpt = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
@@ -172,6 +180,7 @@ def compare(
             prop_attn=prop_attn,
             batch_size=batch_size,
             compile=compile,
+            compile_mode=compile_mode,
             latency=latency,
             device=device,
             dtype=dtype,
@@ -192,11 +201,12 @@ def compare(
             overwrite=overwrite,
             group_size=group_size,
             max_retime=max_retime,
+            time_budget=time_budget,
             executor=executor,
             ray_address=ray_address,
             config=config,
         )
-        measure("compare", args, run_spec("compare", args))
+        measure("compare", args, lambda: run_spec("compare", args))
     except TomebenchError as exc:
         raise fail(exc) from None
 
@@ -207,7 +217,8 @@ def ablate_command(
     model: ModelOpt = "demo",
     r: OneROpt = None,
     batch_size: BatchOpt = None,
-    compile: CompileOpt = None,
+    compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = None,
     latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -223,12 +234,11 @@ def ablate_command(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     max_retime: MaxRetimeOpt = 2,
+    time_budget: TimeBudgetOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """The paper's Table 1: every ToMe option varied alone from the defaults, in one run (interleaved timing, one
     data pass). Writes the CSV, a Markdown table per factor (<out>.md) and the speed-accuracy plot."""
-    from tomebench.studies import ablate
-
     try:
         if r is not None and r < 0:
             raise UsageError(f"--r must be >= 0, got {r}")
@@ -238,6 +248,7 @@ def ablate_command(
             r=r,
             batch_size=batch_size,
             compile=compile,
+            compile_mode=compile_mode,
             latency=latency,
             device=device,
             dtype=dtype,
@@ -253,11 +264,18 @@ def ablate_command(
             resume=resume,
             overwrite=overwrite,
             max_retime=max_retime,
+            time_budget=time_budget,
             config=config,
         )
-        # One group: every option timed interleaved and evaluated in one data pass.
-        plan = dict(configs=ablate.plan(ablate_r(args.r)), group_size=0)
-        out_path = measure("ablate", args, run_spec("ablate", args, plan), report=True)
+        r_value = ablate_r(args.r)
+
+        def spec():
+            from tomebench.studies import ablate
+
+            # One group: every option timed interleaved and evaluated in one data pass.
+            return run_spec("ablate", args, dict(configs=ablate.plan(r_value), group_size=0))
+
+        out_path = measure("ablate", args, spec, report=True)
         ablation_report(out_path)
     except TomebenchError as exc:
         raise fail(exc) from None
@@ -271,7 +289,8 @@ def schedules_command(
     target_speedup: TargetSpeedupOpt = 1.5,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = None,
-    compile: CompileOpt = None,
+    compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = None,
     latency: LatencyOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -288,12 +307,11 @@ def schedules_command(
     overwrite: OverwriteOpt = False,
     group_size: GroupOpt = 8,
     max_retime: MaxRetimeOpt = 2,
+    time_budget: TimeBudgetOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """The paper's schedule search (Figures 2 and 7): random per-block schedules around a target speedup, measured
     against the constant, decreasing and increasing ones; plots them and the average r per block of the best."""
-    from tomebench.studies import schedules as search
-
     try:
         args = command_line(
             ctx,
@@ -303,6 +321,7 @@ def schedules_command(
             seed=seed,
             batch_size=batch_size,
             compile=compile,
+            compile_mode=compile_mode,
             latency=latency,
             device=device,
             dtype=dtype,
@@ -319,9 +338,37 @@ def schedules_command(
             overwrite=overwrite,
             group_size=group_size,
             max_retime=max_retime,
+            time_budget=time_budget,
             config=config,
         )
-        plan = dict(configs=search.plan(args.samples, args.target_speedup, args.seed))
-        measure("schedules", args, run_spec("schedules", args, plan), figure=search.figure)
+        check_search(args.samples, args.target_speedup)
+
+        def spec():
+            from tomebench.studies import schedules as search
+
+            return run_spec("schedules", args, dict(configs=search.plan(args.samples, args.target_speedup, args.seed)))
+
+        measure("schedules", args, spec, figure=_schedules_figure)
     except TomebenchError as exc:
         raise fail(exc) from None
+
+
+MAX_SAMPLES = 100_000  # each sample is a configuration timed and evaluated: more is a typo, not a study
+
+
+def check_search(samples: int, target_speedup: float) -> None:
+    """The schedule search's own options, checked before anything is imported or measured."""
+    import math
+
+    if samples > MAX_SAMPLES:
+        raise UsageError(f"--samples {samples} is absurd: at most {MAX_SAMPLES} (each one is a configuration measured)")
+    if samples < 0 or not (1 <= target_speedup < math.inf):  # written so that NaN fails it too
+        raise UsageError(
+            f"--samples must be >= 0 and --target-speedup a number >= 1; got {samples} and {target_speedup}"
+        )
+
+
+def _schedules_figure(frame):
+    from tomebench.studies import schedules as search
+
+    return search.figure(frame)

@@ -43,14 +43,20 @@ BatchOpt = Annotated[
     ),
 ]
 CompileOpt = Annotated[
-    Optional[str],
-    # A value is required: Typer's bundled click has no options with an optional value (`--compile` alone).
+    bool,
     typer.Option(
         "--compile",
+        help="torch.compile every configuration and the unpatched model (each its own compiled module, static "
+        "shapes), in inductor's default mode unless --compile-mode says another. Compile time goes to compile_s, "
+        "never into throughput. Default: eager.",
+    ),
+]
+CompileModeOpt = Annotated[
+    Optional[str],
+    typer.Option(
         metavar="MODE",
-        help="torch.compile every configuration and the unpatched model (each its own compiled module, "
-        "static shapes) in this mode: default, max-autotune or reduce-overhead (CUDA graphs on GPU). "
-        "Compile time goes to compile_s, never into throughput. Default: eager.",
+        help="The torch.compile mode: default, max-autotune or reduce-overhead (CUDA graphs on GPU); implies "
+        "--compile.",
     ),
 ]
 LatencyOpt = Annotated[
@@ -186,4 +192,12 @@ MatchOpt = Annotated[
 OverwriteOpt = Annotated[
     bool,
     typer.Option("--overwrite", help="Replace --out if it exists (without it, an existing CSV is never replaced)."),
+]
+TimeBudgetOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        metavar="SECONDS",
+        help="Keep timing a group, round after round beyond --repeats, until every speedup's median is known to "
+        "within 3% (its 95% interval) or this many seconds have passed. Default: exactly --repeats rounds.",
+    ),
 ]

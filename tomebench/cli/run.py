@@ -5,8 +5,10 @@ against a baseline."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,11 +19,10 @@ from rich.markup import escape
 from tomebench.cli.app import console, errors
 from tomebench.cli.spec import CommandLine
 from tomebench.errors import TomebenchError, UsageError
-from tomebench.report.console import SUMMARY_ROWS, check_table, check_verdict, summary
-from tomebench.report.gate import DEFAULT_METRICS, Tolerances, to_markdown
-from tomebench.report.gate import check as check_csv
+from tomebench.report.tolerances import DEFAULT_METRICS, Tolerances
 from tomebench.results.csv import read_csv, write_text_atomic
-from tomebench.results.files import check_outputs, check_writable, remove_stale_temp_files, sweep_outputs
+from tomebench.results.files import check_outputs, remove_stale_temp_files, sweep_outputs
+from tomebench.results.journal import refuse_replacing
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -31,11 +32,16 @@ if TYPE_CHECKING:
 
 
 def default_out(command: str, model: str) -> Path:
-    return Path("results") / f"{command}-{model.replace('/', '_').replace(':', '_')}.csv"
+    """results/<command>-<model>.csv, the model name made a plain file name: no folder separators, no family colon,
+    and no dot (a tag's dot would be taken for the file's suffix, and the figures would land on each other)."""
+    return Path("results") / f"{command}-{re.sub(r'[^A-Za-z0-9_-]+', '_', model)}.csv"
 
 
-def measure(command: str, args: CommandLine, spec: RunSpec, figure=None, report: bool = False) -> Path:
-    """Check every output, run the spec, render; returns the CSV written."""
+def measure(
+    command: str, args: CommandLine, make_spec: Callable[[], RunSpec], figure=None, report: bool = False
+) -> Path:
+    """Check every output (before torch is imported: a refusal costs a fraction of a second), build the spec,
+    run it, render; returns the CSV written."""
     baseline = args.baseline
     tolerances = None
     if baseline is not None:
@@ -44,12 +50,15 @@ def measure(command: str, args: CommandLine, spec: RunSpec, figure=None, report:
             read_csv(baseline)  # an unusable baseline fails now, not after the sweep
         except TomebenchError as exc:
             raise UsageError(f"--baseline: {exc}") from None
-    out = args.out or default_out(command, spec.model)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume keeps the rows in --out and --overwrite replaces them: give one of the two")
+    out = args.out or default_out(command, args.model)
     check_outputs(
         sweep_outputs(out, report=report), inputs=None if baseline is None else {"the --baseline CSV": baseline}
     )
-    if args.resume and args.overwrite:
-        raise UsageError("--resume keeps the rows in --out and --overwrite replaces them: give one of the two")
+    if not args.resume:
+        refuse_replacing(out, args.overwrite)
+    spec = make_spec()
     run(spec, out, args.resume, figure, executor(args), args.overwrite)
     if baseline is not None:
         check(out, baseline, DEFAULT_METRICS, tolerances, report=None, as_json=False)
@@ -111,6 +120,8 @@ def run(spec: RunSpec, out: Path, resume: bool = False, figure=None, executor=No
         console.print(f"all {len(journal.planned)} configurations are already in {out}; nothing to measure")
     elif journal.resumed:
         console.print(f"resumed: {journal.resumed} configuration(s) kept from {out}, {len(measured)} measured now")
+    from tomebench.report.console import SUMMARY_ROWS, explanation, summary, verdict
+
     frame = read_csv(out)
     if len(frame) <= SUMMARY_ROWS:
         console.print(summary(frame))
@@ -118,6 +129,8 @@ def run(spec: RunSpec, out: Path, resume: bool = False, figure=None, executor=No
         console.print(f"{len(frame)} rows, {int(frame['error'].notna().sum())} with an error (too many to list)")
     from tomebench.results.files import sidecar
 
+    console.print(explanation(frame), highlight=False, soft_wrap=True)
+    console.print(verdict(frame), highlight=False, soft_wrap=True)
     console.print(f"wrote {out} (settings and raw repeat times: {sidecar(out)})")
     draw(frame, out, figure or plots.main_figure)
     if frame["error"].notna().all():
@@ -204,8 +217,19 @@ def ablation_report(out: Path) -> None:
 
 def check(current: Path, baseline: Path, metrics, tolerances: Tolerances, report: Path | None, as_json: bool):
     """Hold a CSV to a baseline and say so; exit 1 on a regression."""
+    from tomebench.report.console import check_table, check_verdict
+    from tomebench.report.gate import check as check_csv
+    from tomebench.report.gate import to_markdown
+
     if report is not None:
-        check_writable(report, "--report")
+        # The report must never land on the CSVs it reads (a Markdown file over the current run's rows).
+        check_outputs(
+            {"the Markdown report": report},
+            "--report",
+            {"the current CSV": current, "the baseline CSV": baseline},
+            "give the report its own name, e.g. check.md",
+            report,
+        )
     result = check_csv(read_csv(current), read_csv(baseline), tuple(metrics), tolerances)
     if report is not None:
         write_text_atomic(report, to_markdown(result, str(current), str(baseline)))

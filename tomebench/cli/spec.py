@@ -15,7 +15,7 @@ import typer
 from tomebench.cli import parse
 from tomebench.config import load as load_config
 from tomebench.errors import UsageError
-from tomebench.report.gate import Tolerances
+from tomebench.report.tolerances import Tolerances
 from tomebench.schedule import parse_r_spec
 
 
@@ -31,7 +31,8 @@ class CommandLine:
     schedule: str = "constant"
     prop_attn: bool | None = None
     batch_size: str | int | None = None
-    compile: str | None = None
+    compile: bool | str = False  # a flag; a config file may also give the mode itself (compile = "default")
+    compile_mode: str | None = None
     latency: bool = False
     device: str = "auto"
     dtype: str | None = None
@@ -52,6 +53,7 @@ class CommandLine:
     overwrite: bool = False
     group_size: int = 8
     max_retime: int = 2
+    time_budget: float | None = None
     executor: str = "local"
     ray_address: str | None = None
     config: Path | None = None
@@ -108,20 +110,27 @@ def run_spec(command: str, args: CommandLine, plan: dict | None = None):
         workers=args.workers,
         model_kwargs=model_kwargs,
         group_size=args.group_size,
-        compile=args.compile,
+        compile=compile_mode(args),
         latency=args.latency,
         max_retime=args.max_retime,
+        time_budget=args.time_budget,
     )
+    r = None if args.r is None else parse_r_spec(str(args.r))
+    RunSpec.check_plain(**common, r=r if plan is None else None, match=args.match if plan is None else None)
     if plan is not None:
         return RunSpec(**(common | plan))
     options = parse.reducer_options(list(args.opt))
     if command == "sweep":
+        if "," in args.reducer:
+            raise UsageError(
+                f"sweep measures one reducer, got --reducer {args.reducer}; to compare several in one "
+                f"run: tomebench compare --reducers {args.reducer}"
+            )
         wanted = (args.reducer,)
     else:
         wanted = parse.names(args.reducers) if args.reducers is not None else _every_reducer()
     choices = tuple(ReducerChoice.of(name, _options_for(name, options)) for name in wanted)
     _refuse_options_of_unplanned(options, choices)
-    r = None if args.r is None else parse_r_spec(str(args.r))
     return RunSpec(**common, reducers=choices, r=r, match=args.match)
 
 
@@ -150,6 +159,16 @@ def _refuse_options_of_unplanned(options: dict[str, dict], choices) -> None:
     for name, values in options.items():
         if REDUCERS.canonical(name) not in planned:
             REDUCERS.get(name).check(values)
+
+
+def compile_mode(args: CommandLine) -> str | None:
+    """The torch.compile mode asked for, or None (eager): --compile alone is inductor's default mode; --compile-mode
+    picks another (and implies --compile); a config file's `compile = "max-autotune"` names the mode itself."""
+    if isinstance(args.compile, str):
+        return args.compile if args.compile_mode is None else args.compile_mode
+    if args.compile_mode is not None:
+        return args.compile_mode
+    return "default" if args.compile else None
 
 
 def spec_fields() -> tuple[str, ...]:

@@ -12,10 +12,10 @@ from tomebench.cli.app import Command, app, console, fail
 from tomebench.cli.options import AccTolOpt, CheckpointOpt, ModelOpt, OptionOpt, PretrainedOpt, SpeedupTolOpt
 from tomebench.cli.run import check as run_check
 from tomebench.errors import TomebenchError, UsageError
-from tomebench.report.gate import DEFAULT_METRICS, METRICS, Tolerances
+from tomebench.report.tolerances import DEFAULT_METRICS, METRICS, Tolerances
 from tomebench.results.csv import read_csv
 from tomebench.results.files import check_outputs, check_writable
-from tomebench.schedule import parse_r_values
+from tomebench.schedule import parse_r_spec
 
 
 @app.command("check", cls=Command, short_help="Hold a CSV to a baseline: exit 1 on regression, 2 on unusable input.")
@@ -125,7 +125,7 @@ def visualize(
         name = REDUCERS.canonical(reducer)
         check_reducer_options(options)
         check_writable(out)
-        blocks = None if layers is None else parse_r_values(layers)
+        blocks = None if layers is None else parse_r_spec(layers)  # a long range stays lazy: checked by its ends
         fig = vis.draw(images, model, r, name, blocks, pretrained, checkpoint, options.get(name, {}), alpha)
         for path in plots.save(fig, out.with_suffix("")):
             console.print(f"wrote {path}")

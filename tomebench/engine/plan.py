@@ -41,6 +41,11 @@ def plan_configs(spec: RunSpec, loaded: LoadedModel, notes: list[str] | None = N
             r_values = (sum(spec.schedule.blocks) // depth,)
         else:
             r_values = _distinct_r(r_values, spec, loaded, notes)
+        if len([c for c in spec.reducers if c.name != "none"]) > 1 and 0 in r_values and len(r_values) > 1:
+            # Every reducer at r = 0 removes nothing: the same work as the unpatched model, which is timed anyway.
+            # Timed once per reducer, its noise would be drawn as several different "speedups" of one computation.
+            r_values = [r for r in r_values if r != 0]
+            notes.append("r=0 removes nothing, whatever the reducer: it is measured once, as the unpatched row")
         planned = []
         if _matching(spec):
             from tomebench.engine.matching import matched_configs

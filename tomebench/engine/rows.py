@@ -54,6 +54,8 @@ def group_rows(
             throughput.retimed,
             latency.get(i),
             base_latency,
+            throughput.gave_up_s,
+            setup.loaded.num_classes,
         )
         rows.append(replace(row, device_name=throughput.device_name or None))
     raw = {throughput.labels[i]: throughput.timings[i] for i in throughput.timings}
@@ -71,6 +73,8 @@ def make_row(
     retimed: int = 0,
     latency: Timing | None = None,
     base_latency: Timing | None = None,
+    gave_up_s: float | None = None,
+    classes: int | None = None,
 ) -> Row:
     """One configuration's row from what was measured of it; `reference` is the unpatched model's timing in the
     same group (what speedup divides by)."""
@@ -85,11 +89,13 @@ def make_row(
         compile_s=check.compile_s,
     )
     notes += _latency(values, latency, base_latency)
-    notes += _timing(values, timing, reference, retimed)
+    notes += _timing(values, timing, reference, retimed, gave_up_s)
     if acc is not None and images is not None:
-        values.update(
-            top1=acc.top1, top5=acc.top5, n_images=acc.n_images, dataset=images.name, n_unreadable=acc.skipped
-        )
+        # Among 5 classes or fewer every label is in the top 5: a top-5 of 100% says nothing.
+        top5 = acc.top5 if classes is None or classes > TOP_K else None
+        values.update(top1=acc.top1, top5=top5, n_images=acc.n_images, dataset=images.name, n_unreadable=acc.skipped)
+        if top5 is None and acc.top5 is not None:
+            notes.append(f"no top-5: the model predicts {classes} classes")
         if acc.error:
             values["error"] = f"accuracy pass: {acc.error}"
         if acc.skipped:
@@ -110,7 +116,12 @@ def _latency(values: dict, latency: Timing | None, base: Timing | None) -> list[
     return []
 
 
-def _timing(values: dict, timing: Timing | None, reference: Timing | None, retimed: int) -> list[str]:
+TOP_K = 5
+
+
+def _timing(
+    values: dict, timing: Timing | None, reference: Timing | None, retimed: int, gave_up_s: float | None = None
+) -> list[str]:
     if timing is None:
         return []
     if timing.error is not None:
@@ -127,6 +138,8 @@ def _timing(values: dict, timing: Timing | None, reference: Timing | None, retim
     )
     if reference is not None:
         p10_speedup, p90_speedup = timing.speedup_spread(reference)
+        low, high = timing.speedup_interval(reference)
+        values.update(speedup_ci_low=low, speedup_ci_high=high)
         values.update(
             speedup=timing.speedup_over(reference),
             speedup_p10=p10_speedup,
@@ -137,5 +150,6 @@ def _timing(values: dict, timing: Timing | None, reference: Timing | None, retim
         notes.append("no speedup: the unpatched model failed")
     if timing.spread() > NOISY_SPREAD:
         again = f", after {retimed} re-timing(s)" if retimed else ""
-        notes.append(f"noisy timing (p10-p90 spread {timing.spread():.0%} of the median{again})")
+        stopped = f"; re-timing stopped after {gave_up_s:.0f} s, its share of time" if gave_up_s else ""
+        notes.append(f"noisy timing (p10-p90 spread {timing.spread():.0%} of the median{again}{stopped})")
     return notes

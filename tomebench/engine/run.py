@@ -20,6 +20,7 @@ from tomebench.engine.rows import group_rows
 from tomebench.engine.setup import Setup
 from tomebench.engine.spec import RunSpec
 from tomebench.engine.throughput import measure_throughput
+from tomebench.errors import TomebenchError, one_line
 from tomebench.measure.environment import capture_environment
 from tomebench.measure.timing import Timing
 from tomebench.patch import unpatch
@@ -80,8 +81,16 @@ class LocalExecutor:
             for n, group in enumerate(groups, 1):
                 tag = f" {n}/{len(groups)}" if len(groups) > 1 else ""
                 throughput = measure_throughput(setup, group, progress, tag, checks)
-                accuracy = count_accuracy(setup, accuracy_sizes(setup, throughput), None, progress, tag)
-                rows += finished(*group_rows(setup, group, throughput, accuracy))
+                try:
+                    accuracy, failed = (
+                        count_accuracy(setup, accuracy_sizes(setup, throughput), None, progress, tag),
+                        None,
+                    )
+                except (KeyboardInterrupt, TomebenchError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the data pass broke (a worker died): the timings stay
+                    accuracy, failed = {}, one_line(exc)
+                rows += finished(*group_rows(setup, group, throughput, accuracy, failed))
         finally:
             unpatch(setup.model)
         return rows

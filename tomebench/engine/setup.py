@@ -99,8 +99,8 @@ class Setup:
             torch.manual_seed(0)
             loaded = create(spec.model, pretrained=spec.pretrained, checkpoint=spec.checkpoint, **spec.model_args)
         check_supported(loaded.model)
-        images = resolve_images(spec, loaded)
-        notes: list[str] = []
+        notes: list[str] = _timing_notes(spec)
+        images = resolve_images(spec, loaded, notes)
         configs = [replace(cfg, batch_size=b) for cfg in plan_configs(spec, loaded, notes) for b in sizes]
         decided = [decide(loaded.model, cfg) for cfg in configs]
         if measures_here:
@@ -165,3 +165,13 @@ def _identity(base: Row, cfg: Config, model) -> Row:
         note=cfg.note,
         reducer_options=options,
     )
+
+
+def _timing_notes(spec: RunSpec) -> list[str]:
+    """What the user should know about the timing asked for."""
+    if spec.repeats is not None and spec.repeats < 3:
+        return [
+            f"--repeats {spec.repeats}: with fewer than 3 rounds a speedup has no spread to tell it from noise "
+            "(its interval is all of its rounds); use at least 3, or --time-budget"
+        ]
+    return []

@@ -32,6 +32,7 @@ MAX_REPEATS = 10_000  # timed rounds per configuration: more would run for days,
 MAX_RETIME = 100
 MAX_WORKERS = 256
 MAX_GROUP = 1_000_000
+MAX_BUDGET = 7 * 24 * 3600.0  # a week of timing per group
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
 COMPILE_MODES = ("default", "max-autotune", "reduce-overhead")
 MATCHES = ("gmacs", "none")
@@ -123,6 +124,9 @@ class RunSpec:
     # A group with a row whose p10-p90 spread exceeds NOISY_SPREAD is timed again, up to this many times, and the
     # least noisy attempt is kept: a noisy neighbour is usually gone a few seconds later. 0: never re-time.
     max_retime: int = 2
+    # Seconds a group's timing may go on, beyond the repeats, while a speedup's median is not yet known to within 3%
+    # each side (its 95% interval); None: exactly `repeats` rounds.
+    time_budget: float | None = None
     # An explicit plan instead of reducers x r: configurations, or a function of the loaded model giving them
     # (ablate and schedules need the model's depth and defaults to plan).
     configs: tuple[Config, ...] | Planner | None = None
@@ -131,9 +135,23 @@ class RunSpec:
     match: str | None = None
 
     def __post_init__(self) -> None:
+        # Plain fields first, and checked, before the reducers: naming a reducer imports the registry (and torch),
+        # and a typo in --repeats should not wait seconds for that.
         for name, value in _normalised(self).items():
             object.__setattr__(self, name, value)
         _check(self)
+        reducers = self.reducers if isinstance(self.reducers, tuple) else (self.reducers,)
+        object.__setattr__(self, "reducers", tuple(dict.fromkeys(_choice(c) for c in reducers)))
+        if self.configs is None and not self.reducers:
+            raise UsageError(
+                "no reducer to measure (--reducers is empty): name at least one, e.g. --reducers tome,prune"
+            )
+
+    @classmethod
+    def check_plain(cls, **fields: Any) -> None:
+        """Check every field but the reducers (which need the registry, and so torch): what the command line can
+        refuse in a fraction of a second."""
+        cls(**(fields | {"reducers": (), "configs": ()}))
 
     @property
     def model_args(self) -> dict[str, object]:
@@ -147,9 +165,7 @@ def _normalised(spec: RunSpec) -> dict[str, Any]:
     """The loose forms the Python API accepts, as the typed values the engine reads."""
     out: dict[str, Any] = {}
     reducers = spec.reducers
-    if isinstance(reducers, (str, ReducerChoice)):
-        reducers = (reducers,)
-    out["reducers"] = tuple(dict.fromkeys(_choice(c) for c in reducers))
+    out["reducers"] = (reducers,) if isinstance(reducers, (str, ReducerChoice)) else tuple(reducers)
     out["schedule"] = parse_schedule(spec.schedule)
     sizes = spec.batch_sizes
     if sizes is not None:
@@ -192,6 +208,11 @@ def _check(spec: RunSpec) -> None:
 
 def _check_plan(spec: RunSpec) -> None:
     """r and the batch sizes."""
+    if spec.schedule.explicit and spec.r is not None and spec.configs is None:
+        raise UsageError(
+            f"--schedule {spec.schedule.label} gives every block its r; it takes no --r (drop --r "
+            f"{','.join(map(str, spec.r[:4]))}{'...' if len(spec.r) > 4 else ''})"
+        )
     if spec.r is not None:
         if isinstance(spec.r, range):
             if spec.r.step <= 0 or (len(spec.r) and (spec.r[0] < 0 or spec.r[-1] > MAX_R)):
@@ -237,6 +258,10 @@ def _check_settings(spec: RunSpec) -> None:
     ):
         if value is not None:
             _whole(value, flag, low, high)
+    if spec.time_budget is not None:
+        budget = finite(spec.time_budget, "--time-budget")
+        if not 0 <= budget <= MAX_BUDGET:
+            raise UsageError(f"--time-budget must be between 0 and {MAX_BUDGET:.0f} seconds, got {spec.time_budget}")
     for flag, value in (("--pretrained", spec.pretrained), ("--latency", spec.latency)):
         if not isinstance(value, bool):
             raise UsageError(f"{flag} must be true or false, got {value!r}")

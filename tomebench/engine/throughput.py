@@ -4,8 +4,9 @@ a time."""
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -14,7 +15,15 @@ from tomebench.engine.progress import Progress, Silent
 from tomebench.engine.setup import Setup
 from tomebench.measure import compiled
 from tomebench.measure.device import device_name
-from tomebench.measure.timing import NOISY_SPREAD, Candidate, Timing, TimingPlan, latency_plan, time_interleaved
+from tomebench.measure.timing import (
+    NOISY_SPREAD,
+    Candidate,
+    Timing,
+    TimingPlan,
+    latency_plan,
+    settled,
+    time_interleaved,
+)
 from tomebench.patch import unpatch
 from tomebench.results.identity import config_label
 
@@ -32,6 +41,7 @@ class Throughput:
     device_name: str = ""
     retimed: int = 0  # how often the group was timed again because a row was noisy
     latency: dict[int, Timing] = field(default_factory=dict)
+    gave_up_s: float | None = None  # re-timing stopped by its time budget after this many seconds of timing
 
 
 def measure_throughput(
@@ -55,16 +65,34 @@ def measure_throughput(
                 checks[i] = _probe(setup, i)
             progress.advance()
         timed = [i for i in timed if checks[i].error is None]
-        plan = TimingPlan.for_device(setup.device, setup.spec.repeats)
+        plan = replace(TimingPlan.for_device(setup.device, setup.spec.repeats), budget_s=setup.spec.time_budget or 0.0)
         labels = {i: label(setup, i) for i in timed}
         candidates = [_candidate(setup, i, labels[i], checks[i].batch_size) for i in timed]
-        timings, retimed = None, 0
+        # Each configuration against its own batch size's unpatched model, by position among the candidates.
+        pairs = [(k, timed.index(setup.baseline_for(i))) for k, i in enumerate(timed) if i != setup.baseline_for(i)]
+        timings, retimed, gave_up, begin, first = None, 0, None, time.perf_counter(), 0.0
         with torch.inference_mode():
             for attempt in range(setup.spec.max_retime + 1):
                 if timings is not None and worst_spread(timings.values()) <= NOISY_SPREAD:
                     break
+                spent = time.perf_counter() - begin
+                if attempt and spent - first > RETIME_FACTOR * first:
+                    gave_up = spent  # re-timing had its share of time; the rows say they are still noisy
+                    break
                 progress.phase(f"re-timing{tag} #{attempt}" if attempt else f"timing{tag}", plan.repeats * len(timed))
-                again = dict(zip(timed, time_interleaved(candidates, setup.device, plan, lambda _: progress.advance())))
+                again = dict(
+                    zip(
+                        timed,
+                        time_interleaved(
+                            candidates,
+                            setup.device,
+                            plan,
+                            lambda _: progress.advance(),
+                            lambda times: settled(times, pairs),
+                        ),
+                    )
+                )
+                first = first or time.perf_counter() - begin
                 retimed = attempt
                 # The whole group again, the unpatched model included, so every speedup stays paired within one
                 # attempt; keep the quieter attempt (its medians are no more trusted than the other's, only tighter).
@@ -81,6 +109,7 @@ def measure_throughput(
         device_name(setup.device),
         retimed,
         latency,
+        gave_up,
     )
 
 
@@ -98,6 +127,11 @@ def _probe(setup: Setup, i: int) -> Check:
         size,
         None if setup.spec.compile is None else setup.prepare(i),
     )
+
+
+# Re-timing a noisy group may take at most this many times as long as its first timing: a machine that stays busy
+# does not quieten by being timed for longer, and the rows say the timing stayed noisy.
+RETIME_FACTOR = 2.0
 
 
 def worst_spread(timings) -> float:

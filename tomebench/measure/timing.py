@@ -12,13 +12,17 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from tomebench.errors import one_line
 
 NOISY_SPREAD = 0.10  # flag a measurement whose p10-p90 spread exceeds this fraction of its median
+# A speedup is known well enough to rank when the 95% interval of its median is within this fraction of it, each
+# side: what a time budget keeps timing for, and what a figure needs for one point to beat another.
+SETTLED = 0.03
+Z95 = 1.96
 
 
 @dataclass(frozen=True)
@@ -29,11 +33,15 @@ class TimingPlan:
     warmup_s: float = 0.5  # caches fill, GPU clocks ramp up; both minimums must be met
     repeats: int = 7
     min_repeat_s: float = 0.1  # iterations per repeat are chosen so one repeat lasts at least this
+    # Seconds of further rounds allowed, after `repeats`, while the caller's `settled` rule says the medians are
+    # not yet known well enough (0: exactly `repeats` rounds).
+    budget_s: float = 0.0
+    max_repeats: int = 10_000
 
     @classmethod
     def for_device(cls, device: torch.device, repeats: int | None = None) -> TimingPlan:
         plan = cls(warmup_iters=10, warmup_s=2.0, repeats=10, min_repeat_s=0.25) if device.type == "cuda" else cls()
-        return plan if repeats is None else TimingPlan(plan.warmup_iters, plan.warmup_s, repeats, plan.min_repeat_s)
+        return plan if repeats is None else replace(plan, repeats=repeats)
 
 
 LATENCY_CALLS = 100  # timed single-image calls per configuration, at the least: enough for a p99
@@ -85,9 +93,14 @@ class Timing:
         return statistics.median(self._paired_ratios(reference))
 
     def speedup_spread(self, reference: Timing) -> tuple[float, float]:
-        """(p10, p90) of the same paired per-round ratios: the error bar of `speedup_over`."""
+        """(p10, p90) of the same paired per-round ratios: how much single rounds scatter."""
         ratios = sorted(self._paired_ratios(reference))
         return _quantile(ratios, 0.1), _quantile(ratios, 0.9)
+
+    def speedup_interval(self, reference: Timing) -> tuple[float, float]:
+        """A 95% interval of the median paired ratio (`speedup_over`): how well the speedup is known, which more
+        rounds narrow (the p10-p90 spread of single rounds does not narrow)."""
+        return median_interval(self._paired_ratios(reference))
 
     def _paired_ratios(self, reference: Timing) -> list[float]:
         pairs = zip(reference.step_times, self.step_times)
@@ -112,8 +125,11 @@ def time_interleaved(
     device: torch.device,
     plan: TimingPlan,
     on_repeat: Callable[[str], None] | None = None,
+    settled_when: Callable[[list[list[float]]], bool] | None = None,
 ) -> list[Timing]:
-    """Warm up each candidate, then time `plan.repeats` round-robin passes over all of them.
+    """Warm up each candidate, then time `plan.repeats` round-robin passes over all of them; with a time budget,
+    more passes while `settled_when(times)` (per-candidate seconds per iteration, round by round) says the
+    medians are not known well enough yet, until the budget is spent.
 
     A candidate that raises (out of memory, say) is recorded with its error and leaves the later rounds; the
     others go on, so one failure never throws away the rest of the measurements.
@@ -136,7 +152,15 @@ def time_interleaved(
         iters[i] = max(1, math.ceil(plan.min_repeat_s / per_iter))
 
     times: list[list[float]] = [[] for _ in candidates]
-    for _ in range(plan.repeats):
+    begin = time.perf_counter()
+    for done in range(plan.max_repeats):
+        if done >= plan.repeats and (
+            not plan.budget_s
+            or time.perf_counter() - begin > plan.budget_s
+            or settled_when is None
+            or settled_when(times)
+        ):
+            break
         for i, cand in enumerate(candidates):
             if errors[i] is None:
                 try:
@@ -183,6 +207,32 @@ def timed_repeat(step: Callable[[], object], iters: int, device: torch.device) -
     for _ in range(iters):
         step()
     return time.perf_counter() - begin_s
+
+
+def median_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The distribution-free 95% interval of the median of `values`: the order statistics at ranks
+    n/2 -+ 1.96 sqrt(n)/2 (the binomial normal approximation). With few values it is their whole range."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return math.nan, math.nan
+    half = Z95 * math.sqrt(n) / 2
+    low, high = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half) - 1)
+    return ordered[low], ordered[high]
+
+
+def settled(times: Sequence[Sequence[float]], pairs: Sequence[tuple[int, int]], tolerance: float = SETTLED) -> bool:
+    """Whether the median of every (candidate, reference) pair's per-round ratio is known to within `tolerance`
+    of itself, each side (its 95% interval)."""
+    for own, ref in pairs:
+        ratios = [r / o for r, o in zip(times[ref], times[own])]
+        if len(ratios) < 3:
+            return False
+        low, high = median_interval(ratios)
+        middle = statistics.median(ratios)
+        if middle <= 0 or (high - low) / 2 > tolerance * middle:
+            return False
+    return True
 
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:

@@ -22,7 +22,7 @@ def summary(frame: pd.DataFrame) -> Table:
     own group's unpatched images/s, the only number it may be compared with."""
     import pandas as pd
 
-    from tomebench.report.plots import speedup_bounds
+    from tomebench.report.plots import bars_label, speedup_bounds
 
     first = frame.iloc[0]
     several = frame["infer_batch_size"].nunique() > 1
@@ -40,7 +40,7 @@ def summary(frame: pd.DataFrame) -> Table:
         "r",
         *[k for k, shown in extra.items() if shown and k == "batch"],
         "speedup",
-        "p10-p90",
+        "interval" if bars_label(frame).startswith("95%") else "p10-p90",
         "img/s",
         "unpatched img/s",
         "GFLOPs",
@@ -146,3 +146,37 @@ def check_verdict(result: CheckResult) -> str:
     )
     head = "[bold green]check passed[/]" if result.passed else "[bold red]check failed[/]"
     return f"{head}: {', '.join(parts)}"
+
+
+def explanation(frame: pd.DataFrame) -> str:
+    """What a row's speed figures mean, in one line (two different numbers that look like a contradiction)."""
+    from tomebench.report.plots import bars_label
+
+    text = (
+        "speedup = the median over rounds of (unpatched time / this time), both timed in the same round, with "
+        f"its {bars_label(frame)}; it can differ from img/s over unpatched img/s, a ratio of two medians of "
+        "different rounds"
+    )
+    if frame["latency_ms_p50"].notna().any():
+        text += "; latency_speedup compares single-image p50 latencies (batch 1), a different regime from throughput"
+    return text
+
+
+def verdict(frame: pd.DataFrame) -> str:
+    """One line: whether the timing can rank the configurations, and which rows it cannot."""
+    from tomebench.report.plots import RANKABLE, too_noisy, usable
+    from tomebench.results.identity import config_label
+
+    measured = usable(frame)
+    measured = measured[measured["reducer"] != "none"]
+    if measured.empty:
+        return "timing: nothing was timed"
+    noisy = too_noisy(measured)
+    if noisy.empty:
+        return f"timing: usable, every speedup known to within ±{RANKABLE:.0%} (its interval)"
+    names = [config_label(row) for _, row in noisy.iterrows()]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return (
+        f"timing: too noisy to rank {len(noisy)} of {len(measured)} rows (interval beyond ±{RANKABLE:.0%}): {shown}; "
+        "time longer (--time-budget SECONDS) or on a quieter machine"
+    )

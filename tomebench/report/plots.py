@@ -36,7 +36,11 @@ def pareto_frontier(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 def _title(frame: pd.DataFrame, what: str) -> str:
     first = frame.iloc[0]
     device = first.get("device_name") if pd.notna(first.get("device_name")) else first.get("device")
-    return f"{what}\n{first['model']} · {device} · {first['dtype']} · batch {first['infer_batch_size']}"
+    modes = frame["compile"].dropna().astype(str) if "compile" in frame else pd.Series(dtype=str)
+    modes = sorted(m for m in modes.unique() if m)
+    # A compiled run says so: its speedups are over the compiled unpatched model, not over eager.
+    compiled = f" · compiled ({', '.join(modes)})" if modes else ""
+    return f"{what}\n{first['model']} · {device} · {first['dtype']} · batch {first['infer_batch_size']}{compiled}"
 
 
 def variant(frame: pd.DataFrame) -> pd.Series:
@@ -64,25 +68,73 @@ def _curves(frame: pd.DataFrame):
 
 
 def speedup_bounds(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """(p10, p90) of each row's speedup: the paired per-round ratios when the CSV has them; for older CSVs, the
-    row's own images/s p10/p90 over its unpatched reference (`baseline_samples_per_sec`, else images/s / speedup).
-    Rows with neither give NaN (no error bar)."""
+    """(low, high) of each row's speedup, as its error bar: the 95% interval of the median when the CSV has it (how
+    well the speedup is known); else the p10-p90 of the paired per-round ratios; for older CSVs, the row's own
+    images/s p10/p90 over its unpatched reference (`baseline_samples_per_sec`, else images/s / speedup). Rows with
+    none of these give NaN (no error bar)."""
+    nan = pd.Series(float("nan"), frame.index)
     speedup = pd.to_numeric(frame["speedup"], errors="coerce")
     rate = pd.to_numeric(frame.get("infer_samples_per_sec"), errors="coerce")
-    reference = pd.to_numeric(
-        frame.get("baseline_samples_per_sec", pd.Series(float("nan"), frame.index)), errors="coerce"
-    ).fillna(rate / speedup)
+    reference = pd.to_numeric(frame.get("baseline_samples_per_sec", nan), errors="coerce").fillna(rate / speedup)
     bounds = []
-    for paired, raw in (("speedup_p10", "infer_samples_per_sec_p10"), ("speedup_p90", "infer_samples_per_sec_p90")):
-        derived = pd.to_numeric(frame.get(raw, pd.Series(float("nan"), frame.index)), errors="coerce") / reference
-        own = frame.get(paired, pd.Series(float("nan"), frame.index))
-        bounds.append(pd.to_numeric(own, errors="coerce").fillna(derived))
+    for interval, paired, raw in (
+        ("speedup_ci_low", "speedup_p10", "infer_samples_per_sec_p10"),
+        ("speedup_ci_high", "speedup_p90", "infer_samples_per_sec_p90"),
+    ):
+        derived = pd.to_numeric(frame.get(raw, nan), errors="coerce") / reference
+        own = pd.to_numeric(frame.get(paired, nan), errors="coerce").fillna(derived)
+        bounds.append(pd.to_numeric(frame.get(interval, nan), errors="coerce").fillna(own))
     return bounds[0], bounds[1]
+
+
+def bars_label(frame: pd.DataFrame) -> str:
+    """What a figure's speedup bars are, said on its axis."""
+    intervals = pd.to_numeric(frame.get("speedup_ci_low", pd.Series(dtype=float)), errors="coerce").notna()
+    return "95% interval of the median" if len(intervals) and intervals.all() else "p10-p90 of paired rounds"
+
+
+# A speedup whose 95% interval reaches further than this from its median, either side, is too noisy to rank.
+RANKABLE = 0.05
+
+
+def speed_frontier(frame: pd.DataFrame) -> pd.DataFrame:
+    """The speed-accuracy frontier that noise cannot carry, sorted by speedup: the points at least as fast as the
+    unpatched model (below 1.0x a point buys nothing) that no other point beats clearly. q beats p clearly when q
+    is at least as accurate (accuracy is exact) and faster beyond both their intervals (q's low end above p's high
+    end); a point whose interval overlaps a more accurate one's stays, so an unlucky round cannot push it off and a
+    lucky one cannot put another over it. A column `clear` says whether a point's interval stays clear of its
+    neighbours' on the frontier."""
+    low, high = speedup_bounds(frame)
+    rows = frame.assign(_low=low.fillna(frame["speedup"]), _high=high.fillna(frame["speedup"]))
+    rows = rows.dropna(subset=["speedup", "top1"])
+    rows = rows[pd.to_numeric(rows["speedup"]) >= 1.0 - 1e-9]
+    kept = []
+    for index, p in rows.iterrows():
+        beaten = ((rows["top1"] >= p["top1"]) & (rows["_low"] > p["_high"])) | (
+            (rows["top1"] > p["top1"]) & (rows["_low"] >= p["_high"])
+        )
+        if not beaten.drop(index).any():
+            kept.append(index)
+    front = rows.loc[kept].sort_values(["speedup", "top1"])
+    clear = []
+    for position in range(len(front)):
+        here = front.iloc[position]
+        neighbours = [front.iloc[k] for k in (position - 1, position + 1) if 0 <= k < len(front)]
+        clear.append(all(here["_low"] > n["_high"] or here["_high"] < n["_low"] for n in neighbours))
+    return front.assign(clear=clear).drop(columns=["_low", "_high"])
+
+
+def too_noisy(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose speedup interval reaches more than RANKABLE from the median: too noisy to rank."""
+    low, high = speedup_bounds(frame)
+    speedup = pd.to_numeric(frame["speedup"], errors="coerce")
+    wide = ((speedup - low) > RANKABLE * speedup) | ((high - speedup) > RANKABLE * speedup)
+    return frame[wide.fillna(False) & (frame["reducer"] != BASELINE)]
 
 
 def speedup_errors(frame: pd.DataFrame, column: str = "speedup"):
     """matplotlib's (2, N) xerr/yerr for a speedup column (None for any other column): the distances from each
-    median down to its p10 and up to its p90."""
+    median down and up to its bounds (`speedup_bounds`)."""
     if column != "speedup":
         return None
     lo, hi = speedup_bounds(frame)
@@ -96,6 +148,11 @@ def monotone(values: pd.Series) -> bool:
 
 
 SPEEDUP_LABEL = "speedup over the unpatched model (x; bars: p10-p90 of paired rounds)"
+
+
+def speedup_label(frame: pd.DataFrame) -> str:
+    """The speedup axis, naming what its bars are."""
+    return f"speedup over the unpatched model (x; bars: {bars_label(frame)})"
 
 
 def speed_accuracy(frame: pd.DataFrame) -> Figure:
@@ -140,10 +197,37 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
     base = frame[frame["reducer"] == BASELINE]
     if not base.empty:
         ax.scatter(base[x], base["top1"], marker="*", s=160, color="black", zorder=4, label="unpatched")
-    front = pareto_frontier(frame, x, "top1")
-    # The staircase of what is attainable: at any speed up to a frontier point's, that point's accuracy.
+    front = speed_frontier(frame)
+    _draw_frontier(ax, front)
+    on_front = {(float(a), float(b)) for a, b in zip(front[x], front["top1"])}
+    # Every point may be labelled; the frontier's first, then each reducer's ends, then the rest where room is left.
+    labels = [
+        (a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour) for a, b, text, prio, colour in points
+    ]
+    ax.axvline(1.0, color="0.6", linewidth=0.8, zorder=1)
+    ax.set_xlabel(speedup_label(frame))
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    dataset = frame["dataset"].dropna()
+    ax.set_title(_title(frame, f"Speed vs accuracy{' on ' + str(dataset.iloc[0]) if len(dataset) else ''}"))
+    _say_noisy(ax, frame)
+    if frame.loc[frame["reducer"] != BASELINE, "r"].nunique() > 1:  # one r throughout (an ablation): nothing to say
+        # Marker half-widths in points: a plain point, a frontier ring (s=120), the unpatched star (s=160).
+        obstacles = [(a, b, 4) for a, b in zip(frame[x], frame["top1"])]
+        obstacles += [(a, b, 7) for a, b in zip(front[x], front["top1"])]
+        obstacles += [(a, b, 7) for a, b in zip(base[x], base["top1"])]
+        place_labels(ax, labels, obstacles)
+    return fig
+
+
+def _draw_frontier(ax, front: pd.DataFrame) -> None:
+    """The frontier as a staircase (at any speed up to a frontier point's, that point's accuracy), solid rings on
+    points whose interval is clear of their neighbours', grey dotted rings on those the clock cannot tell apart."""
+    if front.empty:
+        return
     ax.plot(
-        front[x],
+        front["speedup"],
         front["top1"],
         drawstyle="steps-pre",
         linestyle="--",
@@ -153,25 +237,39 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
         zorder=4,
         label="Pareto frontier",
     )
-    ax.scatter(front[x], front["top1"], s=120, facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
-    on_front = {(float(a), float(b)) for a, b in zip(front[x], front["top1"])}
-    # Every point may be labelled; the frontier's first, then each reducer's ends, then the rest where room is left.
-    labels = [
-        (a, b, text, 0 if (float(a), float(b)) in on_front else prio, colour) for a, b, text, prio, colour in points
-    ]
-    ax.set_xlabel(SPEEDUP_LABEL)
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    dataset = frame["dataset"].dropna()
-    ax.set_title(_title(frame, f"Speed vs accuracy{' on ' + str(dataset.iloc[0]) if len(dataset) else ''}"))
-    if frame.loc[frame["reducer"] != BASELINE, "r"].nunique() > 1:  # one r throughout (an ablation): nothing to say
-        # Marker half-widths in points: a plain point, a frontier ring (s=120), the unpatched star (s=160).
-        obstacles = [(a, b, 4) for a, b in zip(frame[x], frame["top1"])]
-        obstacles += [(a, b, 7) for a, b in zip(front[x], front["top1"])]
-        obstacles += [(a, b, 7) for a, b in zip(base[x], base["top1"])]
-        place_labels(ax, labels, obstacles)
-    return fig
+    clear, unclear = front[front["clear"]], front[~front["clear"]]
+    ax.scatter(clear["speedup"], clear["top1"], s=120, facecolors="none", edgecolors="black", linewidths=1.2, zorder=5)
+    if len(unclear):
+        ax.scatter(
+            unclear["speedup"],
+            unclear["top1"],
+            s=120,
+            facecolors="none",
+            edgecolors="0.55",
+            linewidths=1.2,
+            linestyle=":",
+            zorder=5,
+            label="frontier, intervals overlap",
+        )
+
+
+def _say_noisy(ax, frame: pd.DataFrame) -> None:
+    """On the figure itself, for a reader who sees only the PNG: which points the clock could not rank."""
+    noisy = too_noisy(frame)
+    if len(noisy):
+        total = int((frame["reducer"] != BASELINE).sum())
+        ax.text(
+            0.02,
+            0.03,
+            f"timing too noisy to rank {len(noisy)} of {total} points (interval beyond "
+            f"±{RANKABLE:.0%});\nsee the console; time longer (--time-budget) or on a quieter machine",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="darkred",
+            va="bottom",
+            zorder=6,
+            bbox=dict(facecolor="white", edgecolor="darkred", alpha=0.85),
+        )
 
 
 # Where a label may go, in points from its point: right, above-right, below-right, left, above, below, further out.
@@ -305,7 +403,7 @@ def main_figure(frame: pd.DataFrame) -> Figure:
     """The figure a sweep writes: speed vs accuracy when accuracy was measured, else speedup vs r."""
     if usable(frame)["top1"].notna().any():
         return speed_accuracy(frame)
-    return metric_vs_r(frame, "speedup", SPEEDUP_LABEL)
+    return metric_vs_r(frame, "speedup", speedup_label(frame))
 
 
 def save(fig: Figure, stem: Path) -> list[Path]:
@@ -373,7 +471,7 @@ def figures():
     return {
         "speed-accuracy": lambda frame: speed_accuracy(one(frame)),
         "top1-vs-r": lambda frame: metric_vs_r(one(frame), "top1", "top-1 accuracy (%)"),
-        "speedup-vs-r": lambda frame: metric_vs_r(one(frame), "speedup", SPEEDUP_LABEL),
+        "speedup-vs-r": lambda frame: metric_vs_r(one(frame), "speedup", speedup_label(frame)),
         "gflops-vs-r": lambda frame: metric_vs_r(one(frame), "infer_gflops", "GFLOPs per image"),
         "top1-vs-gmacs": lambda frame: top1_vs_gmacs(one(frame)),
         "speedup-vs-batch": speedup_vs_batch,

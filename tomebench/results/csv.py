@@ -10,11 +10,13 @@ import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tomebench.errors import UsageError, one_line
 from tomebench.results.row import COLUMNS, KEY_COLUMNS, NUMERIC_COLUMNS, Row
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextmanager
@@ -95,6 +97,8 @@ def _cell(value: object) -> str:
 
 def read_csv(path: Path) -> pd.DataFrame:
     """Read a tomebench CSV, any version: columns it lacks are added empty, extra columns are kept."""
+    import pandas as pd  # here: the command line reads CSVs only in some commands, and pandas takes a second
+
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such CSV file: {path}")
@@ -136,6 +140,8 @@ def _to_number(cell: object) -> float:
 
 def _numbers(frame: pd.DataFrame) -> tuple[tuple[int, str], ...]:
     """Make every numeric column numeric; return (row position, column) of each cell that held text instead."""
+    import pandas as pd
+
     bad = []
     for column in NUMERIC_COLUMNS:
         if frame[column].dtype == object or str(frame[column].dtype) == "string":
@@ -156,6 +162,8 @@ NONFINITE_TEXT = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+in
 def _nonfinite_cells(path: Path) -> tuple[tuple[int, str], ...]:
     """(row position, column) of every cell written as NaN or inf. pandas reads a literal "nan" exactly as it reads
     an empty cell, but an empty cell means "not measured" and a NaN one means a measurement went wrong."""
+    import pandas as pd
+
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     return tuple(
         (position, column)

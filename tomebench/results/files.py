@@ -70,8 +70,12 @@ def check_outputs(
     output). Creates nothing (what the check makes, it removes)."""
     first = Path(next(iter(outputs.values())))
     given = given or first
+    for what, path in outputs.items():
+        _check_name_length(Path(path), what, flag, given)
     seen: dict[str, str] = {}
-    for what, path in {**(inputs or {}), **outputs}.items():
+    for what, path in (inputs or {}).items():  # inputs may be one file (a CSV checked against itself)
+        seen.setdefault(os.path.normcase(os.path.realpath(path)), what)
+    for what, path in outputs.items():
         key = os.path.normcase(os.path.realpath(path))
         if key in seen:
             raise UsageError(f"{flag} {given}: {what} ({path}) would overwrite {seen[key]}; {hint}")
@@ -86,6 +90,26 @@ def check_outputs(
             )
         if path.absolute().parent != first.absolute().parent:
             check_writable(path, flag)
+
+
+# A file is written as a sibling temp file ".NAME.XXXXXXXX" and renamed: its name must fit with those 10 characters.
+TEMP_NAME_EXTRA = 10
+
+
+def _check_name_length(path: Path, what: str, flag: str, given: Path) -> None:
+    """Refuse a file name longer than the file system allows, for the file or for the temp name it is written as
+    (the sidecar and the figures have longer names than the CSV)."""
+    folder = next((p for p in [path.absolute().parent, *path.absolute().parents] if p.exists()), Path("/"))
+    try:
+        most = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        most = 255
+    length = len(path.name.encode()) + TEMP_NAME_EXTRA
+    if length > most:
+        raise UsageError(
+            f"{flag} {str(given)[:60]}...: {what} would be named {length} bytes long (written through a "
+            f"temp name), more than the {most} this file system allows; give a shorter name"
+        )
 
 
 def check_writable(path: Path, flag: str = "--out") -> None:

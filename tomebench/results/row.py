@@ -78,6 +78,10 @@ class Row:
     # Appended by issue 25: images of the evaluated subset that could not be decoded (n_images counts the others), so
     # a resumed CSV is never mixed with rows measured on another subset.
     n_unreadable: int | None = None
+    # The 95% interval of the median paired ratio whose value is `speedup`: how well the speedup is known (more
+    # rounds narrow it; speedup_p10/p90, the scatter of single rounds, do not narrow). What figures rank by.
+    speedup_ci_low: float | None = None
+    speedup_ci_high: float | None = None
 
     def with_environment(self, env: Environment) -> Row:
         return replace(self, **asdict(env))

@@ -24,6 +24,8 @@ def paper_rows(path: Path) -> list[Row]:
     missing = [k for k in ("top1_before", "top1_after", "speedup") if k not in paper]
     if missing:
         raise UsageError(f"{path}: [paper] lacks {', '.join(missing)}")
+    if "model" not in options:
+        raise UsageError(f'{path}: a paper config names its model, e.g. model = "vit_b"')
     r_values = [r for r in parse_r_values(str(options.get("r", "0"))) if r > 0]
     if len(r_values) != 1:
         raise UsageError(f"{path}: a paper config names one r > 0, got {options.get('r')!r}")

@@ -15,11 +15,11 @@ import matplotlib.colors as mcolors
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from tomebench.data import eval_transform
-from tomebench.errors import UsageError
+from tomebench.errors import UsageError, one_line
 from tomebench.models import create
 from tomebench.patch import depth as model_depth
 from tomebench.patch import forward_with_state, grid_size, num_input_tokens, num_prefix_tokens, patch, unpatch
@@ -50,8 +50,8 @@ def load_image(path: Path, data_config: dict, transform: Callable | None = None)
             return np.ascontiguousarray(transform(img.convert("RGB")))
     except FileNotFoundError:
         raise UsageError(f"no such image: {path}") from None
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise UsageError(f"cannot read image {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder raises (a decompression bomb, a broken file)
+        raise UsageError(f"cannot read image {path}: {one_line(exc)}") from None
 
 
 def to_input(pixels: np.ndarray, data_config: dict) -> Tensor:
@@ -81,6 +81,8 @@ def merge_groups(
 ) -> list[Groups]:
     """Run the model on one image with the schedule cut after each of `layers` (1-based block counts)."""
     depth = model_depth(model)
+    if isinstance(layers, range) and len(layers) > depth:  # a long range is never listed, only its ends checked
+        raise UsageError(f"--layers {layers[0]}..{layers[-1]} is outside 1..{depth}, the model's blocks")
     bad = [layer for layer in layers if not 1 <= layer <= depth]
     if bad:
         raise UsageError(f"--layers {bad[0]} is outside 1..{depth}, the model's blocks")

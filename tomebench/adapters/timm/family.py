@@ -46,8 +46,12 @@ def resolve_name(name: str) -> str:
     if name in ALIASES:
         return ALIASES[name][0]
     timm = _timm()
-    architecture = name.split(".", 1)[0]
+    architecture, _, tag = name.partition(".")
     if timm.is_model(architecture):
+        if tag and name not in timm.list_pretrained(f"{architecture}.*"):
+            tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{architecture}.*")]
+            hint = did_you_mean(tag, tags) or f"its tags: {', '.join(tags) or 'none'}"
+            raise UsageError(f"{architecture} has no pretrained tag {tag!r}; {hint}")
         return name
     hint = did_you_mean(name, list(ALIASES) + timm.list_models(), cutoff=0.6)
     raise UsageError(f"unknown model {name!r}; {hint or '`tomebench models` lists the aliases'}")
@@ -64,9 +68,14 @@ class TimmFamily(Family):
         from timm.data import resolve_data_config
 
         kwargs: dict = dict(model_kwargs)
+        _check_head(timm, timm_name, kwargs, pretrained and checkpoint is None)
         if checkpoint is not None:
-            # timm's own loader then applies the model's checkpoint filter (pos-embed resizing, key renames).
-            kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint), hf_hub_id=None, url=None)
+            # timm's own loader then applies the model's checkpoint filter (pos-embed resizing, key renames). Its
+            # head is the checkpoint's: told the class count asked for, timm keeps it rather than dropping it.
+            overlay = dict(file=str(checkpoint), hf_hub_id=None, url=None)
+            if "num_classes" in kwargs:
+                overlay["num_classes"] = kwargs["num_classes"]
+            kwargs["pretrained_cfg_overlay"] = overlay
             pretrained = True
         try:
             model = timm.create_model(timm_name, pretrained=pretrained, **kwargs)
@@ -109,8 +118,34 @@ class TimmFamily(Family):
         return resolve_name(name)
 
 
+def _check_head(timm, timm_name: str, kwargs: dict, published: bool) -> None:
+    """num_classes must be a whole number >= 0; with the published weights it must be their head's, since timm
+    silently replaces a head of another size with an untrained one (a top-1 of chance, with no word)."""
+    if "num_classes" not in kwargs:
+        return
+    asked = kwargs["num_classes"]
+    if not isinstance(asked, int) or isinstance(asked, bool) or asked < 0:
+        raise UsageError(f"--model-arg num_classes={asked!r}: the class count is a whole number >= 0")
+    if published:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(timm_name)
+        have = getattr(cfg, "num_classes", None)
+        if have and asked != have:
+            raise UsageError(
+                f"the published weights of {timm_name} have a {have}-class head; num_classes={asked} would "
+                "replace it with an untrained one: drop --model-arg num_classes, give a --checkpoint with "
+                f"a {asked}-class head, or use --no-pretrained"
+            )
+
+
 def _load_error(timm_name: str, checkpoint: Path | None, exc: Exception) -> TomebenchError:
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if checkpoint is not None and _other_architecture(str(exc)):
+        return UsageError(
+            f"the checkpoint {checkpoint} is not a {timm_name}: {_other_architecture(str(exc))}; give "
+            "--model the architecture it was saved from"
+        )
     classes = _class_count_mismatch(str(exc))
     if classes is not None:
         return UsageError(
@@ -122,6 +157,18 @@ def _load_error(timm_name: str, checkpoint: Path | None, exc: Exception) -> Tome
     if is_offline(exc):
         return unreachable(f"pretrained weights for {timm_name}")
     return TomebenchError(f"cannot create {timm_name}: {detail}")
+
+
+def _other_architecture(text: str) -> str | None:
+    """What shows a checkpoint of another architecture (not just another head): tensors other than the
+    classifier's with other shapes, or keys missing or unexpected."""
+    shapes = re.findall(r"size mismatch for ([\w.]+)", text)
+    body = [name for name in shapes if not re.match(r"(head|fc|classifier)\w*\.", name)]
+    if body:
+        return f"{len(body)} tensor(s) have other shapes (first: {body[0]})"
+    if "Missing key(s)" in text or "Unexpected key(s)" in text:
+        return "its tensors have other names"
+    return None
 
 
 def _class_count_mismatch(text: str) -> int | None:

@@ -105,6 +105,11 @@ def _config(transformers, name: str, overrides: dict):
                 "it in the Hugging Face hub cache"
             ) from None
         raise UsageError(f"unknown transformers model hf:{name}: {one_line(exc)}") from None
+    for key in ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+        value = getattr(config, key, None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if value is not None and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            raise UsageError(f"hf:{name}: its config.json has {key} = {value!r}, not a positive whole number")
     if config.model_type not in ("vit", "deit"):
         raise UsageError(
             f"hf:{name} is a {config.model_type!r} model; tomebench patches ViT and DeiT image classifiers"

@@ -1,0 +1,155 @@
+"""The README's tables of measured numbers, generated from the committed CSVs they come from, so the text can never
+drift from the data (tests/report/test_readme_tables.py holds the README to this).
+
+    .venv/bin/python benchmarks/readme_tables.py            # print what differs
+    .venv/bin/python benchmarks/readme_tables.py --write    # rewrite the README's generated tables
+
+Each table sits in the README between `<!-- generated: NAME -->` and `<!-- end: NAME -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+sys.path.insert(0, str(REPO))
+
+from tomebench.report.format import fmt  # noqa: E402
+from tomebench.results.csv import read_csv  # noqa: E402
+
+BASELINE = REPO / "results" / "baselines" / "demo-cpu.csv"
+ABLATION = REPO / "docs" / "ablate-demo.csv"
+SCHEDULES = REPO / "docs" / "schedules-demo.csv"
+BATCH = REPO / "docs" / "batch-vit_s-cpu.csv"
+
+
+def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["error"].isna()]
+
+
+def _speedup(row) -> str:
+    """ "1.32x (1.26-1.36)": the median and its interval (the 95% interval of the median when the CSV has it)."""
+    low = row.get("speedup_ci_low")
+    high = row.get("speedup_ci_high")
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        low, high = row.get("speedup_p10"), row.get("speedup_p90")
+    return f"{fmt(row['speedup'], '.2f')}x ({fmt(low, '.2f')}-{fmt(high, '.2f')})"
+
+
+def demo_top1() -> str:
+    """Top-1 of every reducer at every r of the demo baseline."""
+    frame = _ok(read_csv(BASELINE))
+    base = frame[frame["reducer"] == "none"].iloc[0]
+    patched = frame[frame["reducer"] != "none"]
+    rs = sorted(int(r) for r in patched["r"].unique())
+    lines = ["| r | " + " | ".join(map(str, rs)) + " |", "| --- |" + " --- |" * len(rs)]
+    for reducer, rows in patched.groupby("reducer", sort=False):
+        by_r = {int(r): t for r, t in zip(rows["r"], rows["top1"])}
+        lines.append(f"| {reducer} | " + " | ".join(fmt(by_r.get(r), ".2f") for r in rs) + " |")
+    return "\n".join(lines) + f"\n\n(unpatched: {fmt(base['top1'], '.2f')}; 360 digits, one image is 0.28 points.)"
+
+
+def demo_tome() -> str:
+    """ToMe on the demo, block by block budget, cost, speed and accuracy, from the baseline."""
+    frame = _ok(read_csv(BASELINE))
+    rows = [frame[frame["reducer"] == "none"].iloc[0]] + [r for _, r in frame[frame["reducer"] == "tome"].iterrows()]
+    head = ["unpatched" if row["reducer"] == "none" else str(int(row["r"])) for row in rows]
+    lines = ["| r | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(rows)]
+    lines.append("| tokens after the last block | " + " | ".join(fmt(r["tokens_final"], ".0f") for r in rows) + " |")
+    lines.append("| GFLOPs / image | " + " | ".join(fmt(r["infer_gflops"], ".4f") for r in rows) + " |")
+    lines.append("| speedup (interval) | " + " | ".join(_speedup(r) for r in rows) + " |")
+    lines.append("| top-1 (%) | " + " | ".join(fmt(r["top1"], ".2f") for r in rows) + " |")
+    return "\n".join(lines)
+
+
+def ablation() -> str:
+    """The design study's top-1 per factor, from docs/ablate-demo.csv."""
+    from tomebench.studies import ablate
+
+    frame = read_csv(ABLATION)
+    lines = ["| factor | paper's default | alternatives |", "| --- | --- | --- |"]
+    for table in ablate.tables(frame):
+        default = next(line for line in table.lines if line.default)
+        others = ", ".join(f"{line.choice} {fmt(line.top1, '.2f')}" for line in table.lines if not line.default)
+        name = table.title.removeprefix("similarity ").replace("partition into A and B", "partition")
+        lines.append(f"| {name} | {default.choice} {fmt(default.top1, '.2f')} | {others} |")
+    return "\n".join(lines)
+
+
+def schedules() -> str:
+    """Top-1 (GFLOPs) of the named schedules at each r, from docs/schedules-demo.csv."""
+    frame = _ok(read_csv(SCHEDULES))
+    named = frame[frame["schedule"].isin(["constant", "decreasing", "increasing"]) & (frame["reducer"] == "tome")]
+    lines = ["| r | constant | decreasing (authors') | increasing (authors') |", "| --- | --- | --- | --- |"]
+    for r in sorted(int(v) for v in named["r"].unique()):
+        cells = []
+        for schedule in ("constant", "decreasing", "increasing"):
+            row = named[(named["r"] == r) & (named["schedule"] == schedule)]
+            cells.append(
+                "-" if row.empty else f"{fmt(row.iloc[0]['top1'], '.2f')} ({fmt(row.iloc[0]['infer_gflops'], '.4f')})"
+            )
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def batch() -> str:
+    """Speedup by batch size, from docs/batch-vit_s-cpu.csv."""
+    frame = _ok(read_csv(BATCH))
+    sizes = sorted(int(b) for b in frame["infer_batch_size"].unique())
+    lines = ["| batch | " + " | ".join(map(str, sizes)) + " |", "| --- |" + " --- |" * len(sizes)]
+    base = frame[frame["reducer"] == "none"].set_index("infer_batch_size")
+    lines.append(
+        "| unpatched, images/s | " + " | ".join(fmt(base.loc[b, "infer_samples_per_sec"], ".1f") for b in sizes) + " |"
+    )
+    for r, rows in frame[frame["reducer"] == "tome"].groupby("r"):
+        by = rows.set_index("infer_batch_size")
+        lines.append(f"| ToMe r={int(r)} | " + " | ".join(_speedup(by.loc[b]) for b in sizes) + " |")
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "demo-top1": demo_top1,
+    "demo-tome": demo_tome,
+    "ablation": ablation,
+    "schedules": schedules,
+    "batch": batch,
+}
+
+
+def pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- generated: {re.escape(name)} [^\n]*-->\n)(.*?)(\n<!-- end: {re.escape(name)} -->)", re.S)
+
+
+def render(text: str) -> str:
+    """The README with every generated table made anew."""
+    for name, make in TABLES.items():
+        found = pattern(name).search(text)
+        if found is None:
+            raise SystemExit(f"README.md has no table {name!r} (<!-- generated: {name} ... -->)")
+        text = text[: found.start(2)] + make() + text[found.end(2) :]
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="rewrite README.md")
+    args = parser.parse_args()
+    text = README.read_text()
+    new = render(text)
+    if args.write:
+        README.write_text(new)
+        print("README.md: tables regenerated" if new != text else "README.md: already up to date")
+    else:
+        print("up to date" if new == text else "README.md differs from the CSVs: run with --write")
+
+
+if __name__ == "__main__":
+    main()

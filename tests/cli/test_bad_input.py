@@ -47,9 +47,35 @@ def place(tmp_path):
     (tmp_path / "wrongtype.toml").write_text('repeats = "many"\n')
     (tmp_path / "base.csv").write_text(GOLDEN_HEADER + "test_vit,tome,0,constant\n")
     os.mkfifo(tmp_path / "pipe.csv")
+    # Issue 25's cases: each answered by a traceback or a silent acceptance before.
+    (tmp_path / "labels_sup.txt").write_text("0\n1\n\u00b2\n")
+    (tmp_path / "labels_latin.txt").write_bytes(b"0\n1\n\xff\n")
+    (tmp_path / "nomodel.toml").write_text('r = "13"\n[paper]\ntop1_before = 80.0\ntop1_after = 79.0\nspeedup = 1.5\n')
+    (tmp_path / "hfbad").mkdir()
+    (tmp_path / "hfbad" / "config.json").write_text(
+        '{"model_type": "vit", "image_size": "abc", "architectures": ["ViTForImageClassification"]}'
+    )
+    (tmp_path / "bomb.png").write_bytes(_png_header(30000, 30000))
+    shutil.copy(GOLDEN / "sweep.csv", tmp_path / "golden.csv")
+    rows = (GOLDEN / "sweep.csv").read_text().splitlines()
+    (tmp_path / "twice.csv").write_text("\n".join([*rows, rows[1].replace(",1,", ",0.5,", 1)]) + "\n")
+    weights = timm.create_model("test_vit", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp_path / "other.safetensors"))
     os.mkfifo(tmp_path / "fifo.png")
     shutil.copy(GOLDEN / "sweep.csv", tmp_path / "run.v2.csv")
     return tmp_path
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels and holds none: what a decompression bomb looks like to a reader."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 CASES = {
@@ -149,6 +175,107 @@ CASES = {
     ),
     "zero epochs": (["train-demo", "--epochs", "0", "--out", "{tmp}/w.safetensors"], 2, ["--epochs must be >= 1"]),
     "negative epochs": (["train-demo", "--epochs", "-1", "--out", "{tmp}/w.safetensors"], 2, ["--epochs must be >= 1"]),
+    # Issue 25: tracebacks before, one line now.
+    "r range past a C integer": (["sweep", *TINY, "--r", "0..100000000000000000000"], 2, ["bad r range", "at most"]),
+    "visualize layers past any depth": (
+        ["visualize", "{tmp}/flat/img0.png", "--layers", "1..10000000000000", "-o", "{tmp}/out/v.png"],
+        2,
+        ["--layers 1..10000000000000 is outside 1..8"],
+    ),
+    "visualize a decompression bomb": (
+        ["visualize", "{tmp}/bomb.png", "-o", "{tmp}/out/v.png"],
+        2,
+        ["cannot read image", "DecompressionBombError"],
+    ),
+    "paper config without a model": (
+        ["paper-baseline", "{tmp}/nomodel.toml", "--out-dir", "{tmp}/out"],
+        2,
+        ["a paper config names its model"],
+    ),
+    "unknown pretrained tag": (
+        ["sweep", "--model", "vit_tiny_patch16_224.bogus_tag", "--device", "cpu"],
+        2,
+        ["vit_tiny_patch16_224 has no pretrained tag 'bogus_tag'", "augreg_in21k"],
+    ),
+    "hf config with a text size": (
+        ["sweep", "--model", "hf:{tmp}/hfbad", "--no-pretrained", "--device", "cpu"],
+        2,
+        ["image_size = 'abc'", "not a positive whole number"],
+    ),
+    "labels with a non-ASCII digit": (
+        ["sweep", "--model", "demo", "--data", "{tmp}/flat", "--labels", "{tmp}/labels_sup.txt"],
+        2,
+        ["line 3", "is not a class index"],
+    ),
+    "labels not UTF-8": (
+        ["sweep", "--model", "demo", "--data", "{tmp}/flat", "--labels", "{tmp}/labels_latin.txt"],
+        2,
+        ["is not UTF-8 text"],
+    ),
+    "out name too long": (["sweep", *TINY, "--out", "{tmp}/" + "x" * 250 + ".csv"], 2, ["give a shorter name"]),
+    "out sidecar name too long": (["sweep", *TINY, "--out", "{tmp}/" + "x" * 236 + ".csv"], 2, ["temp name"]),
+    # Issue 25: silently wrong before, refused now.
+    "out a CSV that is not tomebench's": (
+        ["sweep", *TINY, "--out", "{tmp}/foreign.csv"],
+        2,
+        ["foreign.csv exists and is not a tomebench CSV", "--overwrite"],
+    ),
+    "out a measured CSV without resume": (
+        ["sweep", *TINY, "--out", "{tmp}/golden.csv"],
+        2,
+        ["golden.csv exists and holds 6 row(s)", "--resume", "--overwrite"],
+    ),
+    "resume and overwrite at once": (
+        ["sweep", *TINY, "--resume", "--overwrite"],
+        2,
+        ["--resume keeps the rows in --out and --overwrite replaces them"],
+    ),
+    "labels with synthetic data": (
+        ["sweep", *TINY, "--data", "synthetic", "--labels", "{tmp}/labels.txt"],
+        2,
+        ["--labels is for a flat image folder"],
+    ),
+    "limit with synthetic data": (["sweep", *TINY, "--data", "synthetic", "--limit", "5"], 2, ["drop --limit"]),
+    "a per-block schedule with r": (
+        ["sweep", *TINY, "--r", "0..8", "--schedule", "1,1,1,1,1,1"],
+        2,
+        ["gives every block its r; it takes no --r"],
+    ),
+    "num_classes against the published head": (
+        ["sweep", "--model", "demo", "--model-arg", "num_classes=5"],
+        2,
+        ["have a 10-class head", "num_classes=5 would replace it"],
+    ),
+    "negative num_classes": (["sweep", *TINY, "--model-arg", "num_classes=-1"], 2, ["a whole number >= 0"]),
+    "a checkpoint of another architecture": (
+        ["sweep", "--model", "demo", "--checkpoint", "{tmp}/other.safetensors"],
+        2,
+        ["is not a tomebench_demo_vit", "other shapes"],
+    ),
+    "kmeans iters past reason": (
+        ["sweep", *TINY, "--reducer", "kmeans", "--opt", "kmeans.iters=100000000000"],
+        2,
+        ["kmeans.iters=100000000000: out of range"],
+    ),
+    "repeats past reason": (["sweep", *TINY, "--repeats", "100000000000000000000"], 2, ["is absurd"]),
+    "samples past reason": (["schedules", *TINY, "--samples", "100000000000"], 2, ["--samples 100000000000 is absurd"]),
+    "an empty dtype": (["sweep", *TINY, "--dtype", ""], 2, ["unknown dtype ''"]),
+    "sweep given several reducers": (
+        ["sweep", *TINY, "--reducer", "prune,tome"],
+        2,
+        ["tomebench compare --reducers prune,tome"],
+    ),
+    "check report onto the CSV it reads": (
+        ["check", "{tmp}/golden.csv", "--baseline", "{tmp}/golden.csv", "--report", "{tmp}/golden.csv"],
+        2,
+        ["would overwrite the current CSV"],
+    ),
+    "check a CSV with one configuration twice": (
+        ["check", "{tmp}/twice.csv", "--baseline", "{tmp}/golden.csv"],
+        2,
+        ["different rows of one configuration"],
+    ),
+    "compile as a bare flag": (["sweep", *TINY, "--compile", "--repeats", "0"], 2, ["--repeats must be >= 1"]),
 }
 
 

@@ -10,6 +10,7 @@ transformers is imported only when a model is loaded, so tomebench works without
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,38 @@ def _import():
     return transformers
 
 
+SIZE_KEYS = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def _local_config(name: str) -> dict:
+    """A local folder's config.json as a dict; unreadable or not JSON is a UsageError."""
+    path = Path(name).expanduser() / "config.json"
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"hf:{name}: cannot read {path}: {one_line(exc)}") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"hf:{name}: {path} is not a JSON object")
+    return values
+
+
+def _check_sizes(name: str, values: dict) -> None:
+    """Sizes the surgery computes with must be positive whole numbers (a list for image_size is allowed)."""
+    for key in SIZE_KEYS:
+        value = values.get(key)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if value is not None and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+            raise UsageError(f"hf:{name}: its config.json has {key} = {value!r}, not a positive whole number")
+
+
+def _strict_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # older huggingface_hub: transformers raises ValueError/TypeError itself
+        return (TypeError,)
+    return (StrictDataclassError, TypeError)
+
+
 def _config(transformers, name: str, overrides: dict):
     """The model config; a name that is no usable hub id or folder, or not a ViT/DeiT, is a UsageError."""
     if not name:
@@ -94,10 +127,14 @@ def _config(transformers, name: str, overrides: dict):
     looks_local = name.startswith((".", "/", "~")) or os.path.exists(name)
     if looks_local and not (Path(name).expanduser() / "config.json").is_file():
         raise UsageError(f"hf:{name}: no such folder with a config.json (save the model with save_pretrained)")
+    if looks_local:
+        _check_sizes(name, _local_config(name) | overrides)
     try:
         config = transformers.AutoConfig.from_pretrained(name, **overrides)
     except ValueError as exc:  # a malformed repository id, or a config transformers cannot read
         raise UsageError(f"hf:{name}: {one_line(exc)}") from None
+    except _strict_errors() as exc:  # newer transformers validate config fields through huggingface_hub
+        raise UsageError(f"hf:{name}: its config.json does not validate: {one_line(exc)}") from None
     except OSError as exc:
         if is_offline(exc):
             raise TomebenchError(
@@ -105,11 +142,7 @@ def _config(transformers, name: str, overrides: dict):
                 "it in the Hugging Face hub cache"
             ) from None
         raise UsageError(f"unknown transformers model hf:{name}: {one_line(exc)}") from None
-    for key in ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
-        value = getattr(config, key, None)
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if value is not None and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            raise UsageError(f"hf:{name}: its config.json has {key} = {value!r}, not a positive whole number")
+    _check_sizes(name, {key: getattr(config, key, None) for key in SIZE_KEYS})
     if config.model_type not in ("vit", "deit"):
         raise UsageError(
             f"hf:{name} is a {config.model_type!r} model; tomebench patches ViT and DeiT image classifiers"

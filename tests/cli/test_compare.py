@@ -21,23 +21,16 @@ def test_compare_measures_every_reducer_at_the_same_budget(tmp_path):
     assert files(tmp_path) == {"c.csv", "c.png", "c.svg", "c.times.json"}  # one CSV, one plot, raw times
     assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c.svg").stat().st_size > 0
     rows = read_rows(out)
-    assert [(r["reducer"], r["r"]) for r in rows] == [
-        ("none", "0"),
-        ("tome", "0"),
-        ("tome", "4"),
-        ("prune", "0"),
-        ("prune", "4"),
-        ("kmeans", "0"),
-        ("kmeans", "4"),
-    ]
+    # r=0 removes nothing whatever the reducer: it is measured once, as the unpatched row.
+    assert [(r["reducer"], r["r"]) for r in rows] == [("none", "0"), ("tome", "4"), ("prune", "4"), ("kmeans", "4")]
     assert all(r["error"] == "" and float(r["infer_samples_per_sec"]) > 0 for r in rows)
     tokens = {(r["reducer"], int(r["r"])): int(r["tokens_final"]) for r in rows}
     # test_vit: 100 patches + cls over 6 blocks; every reducer removes 4 per block at r=4.
     assert {v for (_, r), v in tokens.items() if r == 0} == {101}
     assert {v for (name, r), v in tokens.items() if r == 4} == {77}
     gflops = {(r["reducer"], int(r["r"])): float(r["infer_gflops"]) for r in rows}
-    assert gflops[("prune", 4)] < gflops[("prune", 0)] == gflops[("none", 0)]
-    assert gflops[("tome", 4)] < gflops[("tome", 0)]
+    assert gflops[("prune", 4)] < gflops[("none", 0)]
+    assert gflops[("tome", 4)] < gflops[("none", 0)]
     # Same tokens as tome, but the clustering itself is counted: k-means' iterations cost more than one matching.
     assert gflops[("kmeans", 4)] > gflops[("tome", 4)]
 

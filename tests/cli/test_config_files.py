@@ -203,13 +203,8 @@ def test_bad_config_on_the_command_line_exits_2(engine, tmp_path):
 
 def _check_demo_csv(path: Path) -> None:
     rows = read_rows(path)
-    assert [(r["reducer"], r["r"]) for r in rows] == [
-        ("none", "0"),
-        ("tome", "0"),
-        ("tome", "2"),
-        ("prune", "0"),
-        ("prune", "2"),
-    ]
+    # r=0 is measured once, as the unpatched row.
+    assert [(r["reducer"], r["r"]) for r in rows] == [("none", "0"), ("tome", "2"), ("prune", "2")]
     for row in rows:
         assert row["error"] == ""
         assert (row["model"], row["dtype"], row["device"], row["infer_batch_size"]) == (
@@ -220,8 +215,7 @@ def _check_demo_csv(path: Path) -> None:
         )
         assert (row["dataset"], row["n_images"]) == ("digits-test", "360")
         assert 50.0 < float(row["top1"]) <= 100.0  # the bundled model knows its digits
-    assert rows[1]["top1"] == rows[0]["top1"] and rows[3]["top1"] == rows[0]["top1"]  # r=0 is the model itself
-    assert [int(r["tokens_final"]) for r in rows] == [65, 65, 49, 65, 49]
+    assert [int(r["tokens_final"]) for r in rows] == [65, 49, 49]
 
 
 def _toml_value(value) -> str:

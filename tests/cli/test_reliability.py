@@ -249,7 +249,7 @@ def test_a_proxy_that_answers_nothing_fails_at_once_in_one_line(tmp_path, monkey
     started = time.monotonic()
     args = ["--model", "vit_t", "--device", "cpu", "--data", "synthetic", "--r", "0", "--out", tmp_path / "s.csv"]
     result = invoke("sweep", *args)
-    assert_one_line_error(result, 3, "the proxy http://127.0.0.1:9 answers no connection", "HF_HUB_OFFLINE=1")
+    assert_one_line_error(result, 1, "the proxy http://127.0.0.1:9 answers no connection", "HF_HUB_OFFLINE=1")
     assert time.monotonic() - started < 30
 
 
@@ -279,8 +279,8 @@ def test_plot_of_a_csv_with_text_in_top1_draws_what_it_can_and_says_so(tmp_path)
     result = invoke("plot", path)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
-    assert (tmp_path / "s.png").is_file()
-    assert "top1" in flat(result) and "not a number" in flat(result)
+    assert (tmp_path / "s-speed-accuracy.png").is_file() and (tmp_path / "s-top1-vs-r.png").is_file()
+    assert "line 3: top1 is not a number" in flat(result)
 
 
 def test_check_against_a_baseline_with_a_text_cell_is_not_a_pass(tmp_path):
@@ -349,6 +349,7 @@ def frame_of(points: list[tuple[str, int, float, float, float, float]]) -> pd.Da
     frame = pd.DataFrame(rows)
     frame["speedup_ci_low"], frame["speedup_ci_high"] = frame["speedup_p10"], frame["speedup_p90"]
     frame["error"] = None
+    frame["infer_samples_per_sec"] = 100.0 * frame["speedup"]
     return frame
 
 

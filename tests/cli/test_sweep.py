@@ -88,6 +88,6 @@ def test_the_cli_says_in_one_note_what_it_left_out(tmp_path):
     out = tmp_path / "s.csv"
     result = invoke("sweep", *SYNTHETIC, "--r", "60..10000000000000", "--out", out)
     assert result.exit_code == 0, result.output
-    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    notes = [line for line in result.output.splitlines() if line.startswith("note:") and "r values" in line]
     assert len(notes) == 1 and "1 distinct on test_vit" in notes[0], result.output
     assert [(r["reducer"], r["r"]) for r in read_rows(out)] == [("none", "0"), ("tome", "60")]

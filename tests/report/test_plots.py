@@ -167,7 +167,9 @@ def test_speed_accuracy_draws_speedup_with_bars_and_joins_points_only_without_zi
     fig = plots.speed_accuracy(frame)
     ax = fig.axes[0]
     _, labels = ax.get_legend_handles_labels()
-    assert sorted(labels) == sorted(["tome", "prune", "kmeans", "unpatched", "Pareto frontier"])
+    # tome's r=4 (1.35-1.65x) leads prune's and kmeans' r=4 only within its interval: greyed, not a clean win.
+    expected = ["tome", "prune", "kmeans", "unpatched", "Pareto frontier", "frontier, intervals overlap"]
+    assert sorted(labels) == sorted(expected)
     assert ax.get_xlabel().startswith("speedup over the unpatched model")
     bars = {container.get_label(): container for container in ax.containers}
     assert list(bars["tome"].lines[0].get_xdata()) == [1.5, 2.2]  # speedup, sorted by r

@@ -58,6 +58,7 @@ def plot(
 
     try:
         frame = read_csv(csv_path)
+        _say_unplottable_cells(frame)
         stem = (out or csv_path).with_suffix("")
         # As plots.save names them: a dot in the stem would make every figure the same file.
         drawers = plots.figures()
@@ -83,6 +84,17 @@ def plot(
         raise fail(exc) from None
     except OSError as exc:  # a full disk while saving a figure
         raise fail(TomebenchError(f"could not write a plot ({exc.strerror or exc})")) from None
+
+
+def _say_unplottable_cells(frame) -> None:
+    """A note per cell that is text or NaN/inf where a number belongs: the figures leave that point out, and the
+    reader should know why it is missing rather than take it for unmeasured."""
+    cells = [(p, c, "not a number") for p, c in frame.attrs.get("text_cells", ())]
+    cells += [(p, c, "NaN or inf") for p, c in frame.attrs.get("nonfinite_cells", ())]
+    for position, column, what in sorted(cells)[:5]:
+        console.print(f"note: line {position + 2}: {column} is {what}; the figures leave that value out")
+    if len(cells) > 5:
+        console.print(f"note: {len(cells) - 5} more such cell(s)")
 
 
 @app.command(cls=Command, short_help="Draw which patches were merged into the same token.")

@@ -39,8 +39,21 @@ def _title(frame: pd.DataFrame, what: str) -> str:
     modes = frame["compile"].dropna().astype(str) if "compile" in frame else pd.Series(dtype=str)
     modes = sorted(m for m in modes.unique() if m)
     # A compiled run says so: its speedups are over the compiled unpatched model, not over eager.
-    compiled = f" · compiled ({', '.join(modes)})" if modes else ""
-    return f"{what}\n{first['model']} · {device} · {first['dtype']} · batch {first['infer_batch_size']}{compiled}"
+    compiled = [f"compiled ({', '.join(modes)})"] if modes else []
+    parts = [str(first["model"]), str(device), str(first["dtype"]), f"batch {first['infer_batch_size']}", *compiled]
+    return f"{what}\n{_wrap(parts)}"
+
+
+def _wrap(parts: list[str], width: int = 64) -> str:
+    """Parts joined with " · ", broken into lines of at most `width` characters at the separators, so a long model
+    or device name never runs past the figure's edge (where the PNG would cut it)."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 3 + len(part) > width:
+            lines.append(part)
+        else:
+            lines[-1] += f" · {part}"
+    return "\n".join(lines)
 
 
 def variant(frame: pd.DataFrame) -> pd.Series:

@@ -123,8 +123,8 @@ def read_csv(path: Path) -> pd.DataFrame:
         frame[name] = pd.NA
     frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
     frame.attrs["absent_columns"] = tuple(absent)  # filled in empty above; check refuses to join on those
-    frame.attrs["nonfinite_cells"] = _nonfinite_cells(path)
-    frame.attrs["text_cells"] = _numbers(frame)
+    frame.attrs["nonfinite_cells"], frame.attrs["text_cells"] = _cells_of(path)
+    _numbers(frame)
     return frame
 
 
@@ -138,36 +138,34 @@ def _to_number(cell: object) -> float:
         return math.nan
 
 
-def _numbers(frame: pd.DataFrame) -> tuple[tuple[int, str], ...]:
-    """Make every numeric column numeric; return (row position, column) of each cell that held text instead."""
+def _numbers(frame: pd.DataFrame) -> None:
+    """Make every numeric column numeric: text (a hand edit, a spreadsheet's "n/a") becomes NaN here, and
+    `_cells_of` records where it was."""
     import pandas as pd
 
-    bad = []
     for column in NUMERIC_COLUMNS:
-        if frame[column].dtype == object or str(frame[column].dtype) == "string":
-            values = frame[column].map(_to_number).astype(float)
-            given = frame[column].notna() & (frame[column].astype("string").str.strip() != "")
-            bad += [
-                (int(position), column)
-                for position in range(len(frame))
-                if given.iloc[position] and pd.isna(values.iloc[position])
-            ]
-            frame[column] = values
-    return tuple(bad)
+        # Any column pandas did not read as numbers (object, or pandas 3's "str") holds text somewhere.
+        if not pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
+            frame[column] = frame[column].map(_to_number).astype(float)
 
 
 NONFINITE_TEXT = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
-def _nonfinite_cells(path: Path) -> tuple[tuple[int, str], ...]:
-    """(row position, column) of every cell written as NaN or inf. pandas reads a literal "nan" exactly as it reads
-    an empty cell, but an empty cell means "not measured" and a NaN one means a measurement went wrong."""
+def _cells_of(path: Path) -> tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str], ...]]:
+    """(row position, column) of every cell written as NaN or inf, and of every cell of a numeric column that holds
+    text. Read from the raw text: pandas reads a literal "nan" or "n/a" exactly as it reads an empty cell, but an
+    empty cell means "not measured", while those mean a measurement went wrong or the file was edited."""
     import pandas as pd
 
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return tuple(
-        (position, column)
-        for column in raw.columns
-        for position, text in enumerate(raw[column])
-        if text.strip().lower() in NONFINITE_TEXT
-    )
+    nonfinite, text = [], []
+    for column in raw.columns:
+        numeric = column in NUMERIC_COLUMNS
+        for position, cell in enumerate(raw[column]):
+            cell = cell.strip()
+            if cell.lower() in NONFINITE_TEXT:
+                nonfinite.append((position, column))
+            elif numeric and cell and math.isnan(_to_number(cell)):
+                text.append((position, column))
+    return tuple(nonfinite), tuple(text)

@@ -19,7 +19,6 @@ from tomebench.cli.run import default_out
 from tomebench.report.console import explanation, verdict
 from tomebench.report.gate import check
 from tomebench.report.plots import speed_frontier, too_noisy
-from tomebench.results.csv import read_csv
 from tomebench.results.files import sidecar
 
 SYNTHETIC = ["--model", "test_vit", "--no-pretrained", "--repeats", "2", "--device", "cpu", "--data", "synthetic"]

@@ -39,7 +39,9 @@ def _title(frame: pd.DataFrame, what: str) -> str:
     modes = frame["compile"].dropna().astype(str) if "compile" in frame else pd.Series(dtype=str)
     modes = sorted(m for m in modes.unique() if m)
     # A compiled run says so: its speedups are over the compiled unpatched model, not over eager.
-    compiled = [f"compiled ({', '.join(modes)})"] if modes else []
+    # Mixed frames (an eager and a compiled run plotted together) say both, as their curves do.
+    eager = "compile" not in frame or bool((frame["compile"].fillna("").astype(str) == "").any())
+    compiled = [f"{'eager and ' if eager else ''}compiled ({', '.join(modes)})"] if modes else []
     parts = [str(first["model"]), str(device), str(first["dtype"]), f"batch {first['infer_batch_size']}", *compiled]
     return f"{what}\n{_wrap(parts)}"
 

@@ -87,6 +87,39 @@ class Keep(Plan):
 
 
 @dataclass(frozen=True, eq=False)
+class Fuse(Plan):
+    """Keep the rows `index` (B, K, 1) in that order and fuse the rows `rest` (B, M, 1) into one token appended
+    last: their sum weighted by `weight` (B, M, 1), not an average (EViT's inattentive-token fusion).
+
+    The fused token counts as one token: sizes are not created (None stays None, so attention gets no bias);
+    where sizes were already tracked, kept rows keep theirs and the fused token's is the sum of its members'.
+    Sources are united, so a traced map still shows which patches the fused token holds."""
+
+    index: Tensor
+    rest: Tensor
+    weight: Tensor
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        c = x.shape[-1]
+        kept = x.gather(dim=1, index=self.index.expand(-1, -1, c))  # (B, K, C)
+        others = x.gather(dim=1, index=self.rest.expand(-1, -1, c))  # (B, M, C)
+        if mode == "weighted":
+            fused = (others * self.weight.to(x.dtype)).sum(dim=1, keepdim=True)
+        elif mode == "amax":
+            fused = others.amax(dim=1, keepdim=True)
+        else:
+            fused = others.sum(dim=1, keepdim=True) / (others.shape[1] if mode == "mean" else 1)
+        return torch.cat([kept, fused], dim=1)  # (B, K + 1, C)
+
+    def apply(self, x, size, source):
+        return (
+            self(x, "weighted"),
+            None if size is None else self(size, "sum"),
+            None if source is None else self(source, "amax"),
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class Split:
     """How bipartite matching cuts (B, N, C) tokens into sets A and B.
 

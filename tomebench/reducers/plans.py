@@ -188,6 +188,33 @@ class Clusters(Plan):
         return torch.cat([prefix, out], dim=1)
 
 
+@dataclass(frozen=True, eq=False)
+class PerImage(Plan):
+    """One of two plans per image: `first` where `choose` (B,) is true, `second` elsewhere (PPT's pooling or
+    pruning). Both must leave as many tokens. Both run on the whole batch and `torch.where` picks each image's
+    rows, so the choice never leaves the device (no host synchronisation, no data-dependent shapes)."""
+
+    choose: Tensor
+    first: Plan
+    second: Plan
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        return torch.where(self.choose[:, None, None], self.first(x, mode), self.second(x, mode))
+
+    def apply(self, x, size, source):
+        (xa, size_a, source_a), (xb, size_b, source_b) = (
+            self.first.apply(x, size, source),
+            self.second.apply(x, size, source),
+        )
+        pick = self.choose[:, None, None]  # (B, 1, 1)
+        if size_a is not None or size_b is not None:  # one plan combined tokens: sizes for all, ones where None
+            size_a = torch.ones_like(xa[..., :1]) if size_a is None else size_a
+            size_b = torch.ones_like(xb[..., :1]) if size_b is None else size_b
+            size = torch.where(pick, size_a, size_b)
+        source = None if source is None else torch.where(pick, source_a, source_b)
+        return torch.where(pick, xa, xb), size, source
+
+
 def merge_tokens(
     plan: Plan, x: Tensor, size: Tensor | None, source: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:

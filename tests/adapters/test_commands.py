@@ -38,7 +38,9 @@ def test_compare_every_reducer(model_args, tmp_path):
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
     assert {r["reducer"] for r in rows} == set(REDUCERS.names())  # every registered reducer, and the unpatched
-    assert all(not r["error"] for r in rows) and {r["tokens_final"] for r in rows if r["reducer"] != "none"} == {"49"}
+    # The reducers' knobs differ (EViT's is a keep rate), so compare matches GMACs: tome, the reference, removes 4
+    # tokens per block; every other reducer runs the value of its own knob with the nearest GMACs.
+    assert all(not r["error"] for r in rows) and {r["tokens_final"] for r in rows if r["reducer"] == "tome"} == {"49"}
 
 
 def test_ablate(model_args, tmp_path):

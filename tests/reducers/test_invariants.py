@@ -24,8 +24,10 @@ from tests.reducers.layers import (
     row_indices,
     tokens_for,
 )
-from tomebench.patch import forward_with_state, token_counts
+from tomebench.errors import UsageError
+from tomebench.patch import forward_with_state, layout, token_counts
 from tomebench.reducers import REDUCERS, max_r, merge_tokens
+from tomebench.schedule import CONSTANT
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -33,6 +35,12 @@ SETTINGS = settings(max_examples=60, deadline=None)
 def options_with_seed(name: str, seed: int) -> dict:
     """The seed for a reducer that takes one (prune; tome's only matters with partition=random)."""
     return {"seed": seed} if any(option.name == "seed" for option in REDUCERS.get(name).options) else {}
+
+
+def prefix_kept(name: str) -> dict:
+    """The options under which a reducer keeps every prefix token in front: a reducer whose authors protect only
+    the cls token (EViT, PPT) offers `protect_prefix` for the others (its own tests cover the authors' rule)."""
+    return {"protect_prefix": True} if any(o.name == "protect_prefix" for o in REDUCERS.get(name).options) else {}
 
 
 # ---------------------------------------------------------------- invariants every reducer shares
@@ -44,7 +52,7 @@ def options_with_seed(name: str, seed: int) -> dict:
 def test_same_budget_as_tome_and_prefix_untouched(name, layer):
     metric, x, _, p, r, scores = layer
     b, n, c = x.shape
-    out, size, _ = reduce(name, metric, x, None, p, r, scores)
+    out, size, _ = reduce(name, metric, x, None, p, r, scores, **prefix_kept(name))
     n_out = expected_tokens(n, p, r, name)
     assert out.shape == (b, n_out, c) and size.shape == (b, n_out, 1)
     # Prefix tokens are untouched (x * 1 / 1 is exact) and stay in front.
@@ -58,7 +66,7 @@ def test_same_budget_as_tome_and_prefix_untouched(name, layer):
 def test_budget_and_prefix_with_given_sizes(name, layer):
     metric, x, size_in, p, r, scores = layer
     b, n, c = x.shape
-    out, size, _ = reduce(name, metric, x, size_in, p, r, scores)
+    out, size, _ = reduce(name, metric, x, size_in, p, r, scores, **prefix_kept(name))
     assert out.shape == (b, expected_tokens(n, p, r, name), c)
     assert torch.equal(size[:, :p], size_in[:, :p])
     torch.testing.assert_close(out[:, :p], x[:, :p], rtol=1e-14, atol=0)
@@ -181,6 +189,15 @@ def vits():
 def test_every_reducer_in_a_real_vit(vits, model_name, name):
     built, images = vits
     model = built[model_name]
+    spec = REDUCERS.get(name)
+    shape = layout(model)
+    reason = spec.refuses(spec.defaults(), shape) if spec.refuses else None
+    if reason:  # a layout its rules cannot run (no cls token to rank by): refused when planned, in one line
+        with pytest.raises(UsageError, match=reason[:20]):
+            tomebench.patch(model, name, 4)
+        return
+    # r tokens per block, or what a reducer whose budget is its own knob plans (its defaults) at each block
+    removed = sum(spec.requested(4, CONSTANT, spec.defaults(), shape))
     try:
         tomebench.patch(model, name, 4, trace_source=True)
         with torch.no_grad():
@@ -189,7 +206,7 @@ def test_every_reducer_in_a_real_vit(vits, model_name, name):
     finally:
         tomebench.unpatch(model)
     n0 = 101
-    assert n_final == n0 - (0 if KINDS[name] == "none" else 4 * len(model.blocks))
+    assert n_final == n0 - (0 if KINDS[name] == "none" else removed)
     assert torch.isfinite(logits).all() and logits.shape == (2, model.num_classes)
     assert state.source.shape == (2, n_final, n0)
     if KINDS[name] == "merge":

@@ -99,7 +99,7 @@ def matched_configs(spec: RunSpec, loaded: LoadedModel, r_values: Sequence[int],
             note = f"matched to {reference.name} r={r} at {target:.4g} GMACs: {knob} gives {got:.4g} GMACs ({gap:+.1%})"
             if reducer.knob == "r":
                 planned.append(
-                    Config(choice.name, int(value), spec.schedule, spec.prop_attn, choice.options, note=note)
+                    Config(choice.name, int(value), _schedule(reducer, spec), spec.prop_attn, choice.options, note=note)
                 )
                 continue
             options = reducer.canonical(dict(choice.options) | {reducer.knob: value})
@@ -124,9 +124,11 @@ def _searcher(
     if reducer.knob == "r":
         model = loaded.model
         top = max(full_r(layout(model).num_tokens, layout(model).num_prefix_tokens, layout(model).depth) * 2, 1)
+        if reducer.budget is not None:  # r at a few blocks only (PPT): as many as the tokens, the loop clamps
+            top = layout(model).num_tokens
 
         def cost(value):
-            return costs.of(choice.name, int(value), base, spec.schedule)
+            return costs.of(choice.name, int(value), base, _schedule(reducer, spec))
 
         return lambda target: _bisect_whole(cost, target, 0, top)
     option = next(o for o in reducer.options if o.name == reducer.knob)
@@ -138,6 +140,11 @@ def _searcher(
         values = list(option.choices or reducer.grid(layout(loaded.model)))
         return lambda target: min(((v, cost(v)) for v in values), key=lambda vc: abs(vc[1] - target))
     return lambda target: _bisect_float(cost, target, option)
+
+
+def _schedule(reducer: ReducerSpec, spec: RunSpec):
+    """The run's schedule, or constant for a reducer that spends r its own way (PPT: r at each of its blocks)."""
+    return spec.schedule if reducer.budget is None else CONSTANT
 
 
 def _bisect_whole(cost: Callable[[int], float], target: float, low: int, high: int) -> tuple[int, float]:

@@ -82,10 +82,13 @@ def _choice_configs(choice, spec: RunSpec, r_values, model, notes: list[str]) ->
     if reducer.budget is None:
         return [Config(choice.name, r, spec.schedule, spec.prop_attn, choice.options) for r in r_values]
     if spec.schedule.label != "constant":
+        says = "r says" if reducer.knob == "r" else f"its {reducer.knob} option says"
         notes.append(
-            f"{choice.name} spends its budget as its {reducer.knob} option says, block by block: "
+            f"{choice.name} spends its budget as {says}, block by block: "
             f"--schedule {spec.schedule.label} does not apply to it"
         )
+    if reducer.knob == "r":  # r spent the reducer's own way (PPT: at each of its blocks): one per r
+        return [Config(choice.name, r, CONSTANT, spec.prop_attn, choice.options) for r in r_values]
     requested = reducer.requested(0, None, reducer.defaults() | dict(choice.options), layout(model))
     return [Config(choice.name, nominal_r(requested), CONSTANT, spec.prop_attn, choice.options)]
 

@@ -188,8 +188,13 @@ def _choice(given: ReducerChoice | str) -> ReducerChoice:
     """A reducer as a checked, canonical choice (a hand-made ReducerChoice is checked too)."""
     if not isinstance(given, ReducerChoice):
         return ReducerChoice.of(str(given))
+    from tomebench.reducers import REDUCERS
+
     checked = ReducerChoice.of(given.name, dict(given.options))
-    return replace(checked, inert=given.inert + checked.inert, given=given.given or checked.given)
+    # A choice's options hold its knob even at its default (so a row says which value it ran); that was not given.
+    spec, options = REDUCERS.get(checked.name), dict(given.options)
+    implied = tuple(k for k in checked.given if not (k == spec.knob and options[k] == spec.defaults().get(k)))
+    return replace(checked, inert=given.inert + checked.inert, given=given.given or implied)
 
 
 def _check(spec: RunSpec) -> None:

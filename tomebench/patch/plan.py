@@ -97,8 +97,9 @@ def plan_patch(
     elif spec.budget is not None:
         # The reducer's own per-block plan from its knob: a schedule would be ignored, so only "constant" is taken.
         if not (isinstance(schedule, (str, Schedule)) and parse_schedule(schedule).label == "constant"):
+            knob = "r" if spec.knob == "r" else f"its {spec.knob} option"
             raise UsageError(
-                f"reducer {spec.name} spends its budget as its {spec.knob} option says, block by block; "
+                f"reducer {spec.name} spends its budget as {knob} says, block by block; "
                 f"it takes no schedule (got {schedule_label(schedule)})"
             )
         rs, label = spec.requested(r, None, spec.defaults() | options, shape), NATIVE

@@ -17,7 +17,7 @@ from tomebench.reducers.base import (
     register,
     seeded_keys,
 )
-from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Keep, Plan, Split, merge_tokens
+from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Fuse, Keep, PerImage, Plan, Split, merge_tokens
 from tomebench.registry import import_submodules, load_plugins
 
 ENTRY_POINTS = "tomebench.reducers"
@@ -30,9 +30,11 @@ __all__ = [
     "REDUCERS",
     "Bipartite",
     "Clusters",
+    "Fuse",
     "Keep",
     "LayerTokens",
     "Layout",
+    "PerImage",
     "Plan",
     "ReducerSpec",
     "Split",

@@ -102,8 +102,10 @@ class ReducerSpec:
     # configuration is planned, so a configuration that cannot run fails before anything is timed.
     refuses: Callable[[dict, Layout], str | None] | None = None
     # (options, layout) -> the tokens each block is asked to remove, for a reducer whose budget is its own knob (a
-    # keep rate at some blocks, a ratio, a released schedule) rather than r spread by a schedule; None: r.
-    budget: Callable[[dict, Layout], tuple[int, ...]] | None = None
+    # keep rate at some blocks, a ratio, a released schedule) rather than r spread by a schedule; None: r. A
+    # reducer whose knob is r but that spends it its own way (PPT: r at each of a few blocks) takes r as well:
+    # (options, layout, r) -> the same.
+    budget: Callable[..., tuple[int, ...]] | None = None
     # layout -> the values a discrete knob can take on this model (a released schedule's targets), for --match
     grid: Callable[[Layout], tuple] | None = None
 
@@ -134,8 +136,12 @@ class ReducerSpec:
     def requested(self, r: int | tuple[int, ...], schedule, options: dict, layout: Layout) -> tuple[int, ...]:
         """The tokens each block is asked to remove (before the loop's clamp): the reducer's own budget from its
         knob, or r spread over the blocks by `schedule` (a `Schedule`)."""
-        if self.budget is not None:
+        if self.budget is not None and self.knob != "r":
             return tuple(self.budget(self.defaults() | options, layout))
+        if self.budget is not None:
+            if isinstance(r, tuple):
+                raise UsageError(f"reducer {self.name} spends r its own way, block by block: give one r, not a list")
+            return tuple(self.budget(self.defaults() | options, layout, r))
         if isinstance(r, tuple):
             return r
         return schedule.per_layer(r, layout.depth)
@@ -159,15 +165,15 @@ def reducer_spec(
     source: str = "",
     most: Callable[[int, int], int] = max_r,
     refuses: Callable[[dict, Layout], str | None] | None = None,
-    budget: Callable[[dict, Layout], tuple[int, ...]] | None = None,
+    budget: Callable[..., tuple[int, ...]] | None = None,
     grid: Callable[[Layout], tuple] | None = None,
 ) -> ReducerSpec:
     """The spec of a plan function `fn(tokens, r, **options) -> Plan`, its options read from its signature. Not
     registered: `register` does that; a spec can also be passed to `patch` as it is."""
     if acts not in SITES:
         raise ValueError(f"reducer {name!r}: acts must be one of {', '.join(SITES)}, got {acts!r}")
-    if (knob == "r") != (budget is None):
-        raise ValueError(f"reducer {name!r}: a knob other than r needs a budget function (and r needs none)")
+    if knob != "r" and budget is None:
+        raise ValueError(f"reducer {name!r}: a knob other than r needs a budget function")
     unknown = set(needs) - NEEDS
     if unknown:
         raise ValueError(f"reducer {name!r}: unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")

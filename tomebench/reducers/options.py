@@ -4,8 +4,9 @@ written down anywhere else.
 
     def kmeans(tokens, r, iters: Annotated[int, Range(0, 100)] = 5) -> Plan: ...
 
-A `Literal` annotation gives the choices; `Range` bounds a number; `Applies(partition="random")` says the option
-changes nothing unless the other options have those values (such an option is left out of a row's identity).
+A `Literal` annotation gives the choices; `Range` bounds a number (each number of a `tuple[int, ...]`, a list of
+blocks); `Applies(partition="random")` says the option changes nothing unless the other options have those values
+(such an option is left out of a row's identity).
 Options are checked once, when a configuration is planned, never inside the forward.
 """
 
@@ -53,18 +54,15 @@ class Option:
         if self.choices:
             allowed = "|".join(map(str, self.choices))
         else:
-            allowed = self.kind.__name__ if self.kind else ""
+            allowed = "whole numbers" if self.kind is tuple else self.kind.__name__ if self.kind else ""
             if self.low is not None or self.high is not None:
                 low = "" if self.low is None else _num(self.low)
                 high = "" if self.high is None else _num(self.high)
                 bounds = f"{low}..{high}"
                 allowed = f"{allowed}, {bounds}" if allowed else bounds
         when = ", ".join(f"{k}={v}" for k, v in self.applies_when)
-        return (
-            f"{self.name}={self.default}"
-            + (f" ({allowed})" if allowed else "")
-            + (f"; only with {when}" if when else "")
-        )
+        default = ",".join(map(str, self.default)) if self.kind is tuple else self.default
+        return f"{self.name}={default}" + (f" ({allowed})" if allowed else "") + (f"; only with {when}" if when else "")
 
     def check(self, reducer: str, value: object) -> object:
         """The value, if this option accepts it (an int where a float is asked becomes a float); else UsageError."""
@@ -73,6 +71,8 @@ class Option:
             if value not in self.choices:
                 raise UsageError(f"{reducer}.{self.name}={value}: choose one of {', '.join(map(str, self.choices))}")
             return value
+        if self.kind is tuple:
+            return self._whole_numbers(shown, value)
         if self.kind is not None and not _fits(value, self.kind):
             raise UsageError(f"{shown}: expected a value of type {self.kind.__name__}")
         if self.kind is float:
@@ -84,6 +84,25 @@ class Option:
                 f"{shown}: out of range; {self.name} must be between {_num(self.low)} and {_num(self.high)}"
             )
         return value
+
+    def _whole_numbers(self, shown: str, value: object) -> tuple[int, ...]:
+        """A list of whole numbers as a sorted tuple without repeats: (3, 6, 9), [3, 6, 9], "3,6,9" (as the command
+        line writes it), a single 3, or "" / () for none."""
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            try:
+                value = [int(part) for part in parts]
+            except ValueError:
+                raise UsageError(f"{shown}: expected whole numbers separated by commas, e.g. 3,6,9") from None
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(_fits(v, int) for v in value):
+            raise UsageError(f"{shown}: expected whole numbers, e.g. 3,6,9")
+        for v in value:
+            if self.low is not None and v < self.low or self.high is not None and v > self.high:
+                low, high = ("" if b is None else _num(b) for b in (self.low, self.high))
+                raise UsageError(f"{shown}: {v} is out of range; each must be in {low}..{high}")
+        return tuple(sorted(set(value)))
 
 
 def _num(value: float | None) -> str:
@@ -110,6 +129,8 @@ def options_of(fn: Callable) -> list[Option]:
         if typing.get_origin(hint) is typing.Annotated:
             hint, *extras = typing.get_args(hint)
         literal = typing.get_origin(hint) is typing.Literal
+        if typing.get_origin(hint) is tuple:  # tuple[int, ...]: a list of whole numbers (blocks)
+            hint = tuple
         bounds = next((e for e in extras if isinstance(e, Range)), Range())
         applies = next((e.when for e in extras if isinstance(e, Applies)), ())
         default = None if parameter.default is inspect.Parameter.empty else parameter.default
@@ -118,7 +139,7 @@ def options_of(fn: Callable) -> list[Option]:
                 parameter.name,
                 default,
                 typing.get_args(hint) if literal else None,
-                hint if hint in (int, float, bool, str) else None,
+                hint if hint in (int, float, bool, str, tuple) else None,
                 bounds.low,
                 bounds.high,
                 applies,

@@ -87,6 +87,39 @@ class Keep(Plan):
 
 
 @dataclass(frozen=True, eq=False)
+class Fuse(Plan):
+    """Keep the rows `index` (B, K, 1) in that order and fuse the rows `rest` (B, M, 1) into one token appended
+    last: their sum weighted by `weight` (B, M, 1), not an average (EViT's inattentive-token fusion).
+
+    The fused token counts as one token: sizes are not created (None stays None, so attention gets no bias);
+    where sizes were already tracked, kept rows keep theirs and the fused token's is the sum of its members'.
+    Sources are united, so a traced map still shows which patches the fused token holds."""
+
+    index: Tensor
+    rest: Tensor
+    weight: Tensor
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        c = x.shape[-1]
+        kept = x.gather(dim=1, index=self.index.expand(-1, -1, c))  # (B, K, C)
+        others = x.gather(dim=1, index=self.rest.expand(-1, -1, c))  # (B, M, C)
+        if mode == "weighted":
+            fused = (others * self.weight.to(x.dtype)).sum(dim=1, keepdim=True)
+        elif mode == "amax":
+            fused = others.amax(dim=1, keepdim=True)
+        else:
+            fused = others.sum(dim=1, keepdim=True) / (others.shape[1] if mode == "mean" else 1)
+        return torch.cat([kept, fused], dim=1)  # (B, K + 1, C)
+
+    def apply(self, x, size, source):
+        return (
+            self(x, "weighted"),
+            None if size is None else self(size, "sum"),
+            None if source is None else self(source, "amax"),
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class Split:
     """How bipartite matching cuts (B, N, C) tokens into sets A and B.
 
@@ -153,6 +186,33 @@ class Clusters(Plan):
         out = rest.new_zeros(rest.shape[0], self.k, rest.shape[-1])
         out = out.scatter_reduce(1, self.assign.expand_as(rest), rest, reduce=mode, include_self=False)
         return torch.cat([prefix, out], dim=1)
+
+
+@dataclass(frozen=True, eq=False)
+class PerImage(Plan):
+    """One of two plans per image: `first` where `choose` (B,) is true, `second` elsewhere (PPT's pooling or
+    pruning). Both must leave as many tokens. Both run on the whole batch and `torch.where` picks each image's
+    rows, so the choice never leaves the device (no host synchronisation, no data-dependent shapes)."""
+
+    choose: Tensor
+    first: Plan
+    second: Plan
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        return torch.where(self.choose[:, None, None], self.first(x, mode), self.second(x, mode))
+
+    def apply(self, x, size, source):
+        (xa, size_a, source_a), (xb, size_b, source_b) = (
+            self.first.apply(x, size, source),
+            self.second.apply(x, size, source),
+        )
+        pick = self.choose[:, None, None]  # (B, 1, 1)
+        if size_a is not None or size_b is not None:  # one plan combined tokens: sizes for all, ones where None
+            size_a = torch.ones_like(xa[..., :1]) if size_a is None else size_a
+            size_b = torch.ones_like(xb[..., :1]) if size_b is None else size_b
+            size = torch.where(pick, size_a, size_b)
+        source = None if source is None else torch.where(pick, source_a, source_b)
+        return torch.where(pick, xa, xb), size, source
 
 
 def merge_tokens(

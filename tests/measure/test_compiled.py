@@ -34,6 +34,8 @@ def test_compiled_sweep_through_the_cli(tmp_path):
         "--max-retime",
         "0",
         "--compile",
+        "--model-arg",
+        "depth=2",  # inductor's time grows with the blocks it compiles; two show every part of the path
         "--out",
         out,
     )
@@ -44,7 +46,7 @@ def test_compiled_sweep_through_the_cli(tmp_path):
     assert (frame["compile_s"] > 0).all() and frame["error"].isna().all()
     assert frame["speedup"].notna().all()
     # Cost and tokens come from the eager model: the same numbers an eager sweep writes.
-    assert list(frame["tokens_final"]) == [101, 101 - 6 * 4]
+    assert list(frame["tokens_final"]) == [101, 101 - 2 * 4]
 
 
 def test_compiled_module_computes_what_the_eager_one_does():

@@ -72,3 +72,34 @@ def row_indices(out: torch.Tensor, x: torch.Tensor) -> list[list[int]]:
         assert torch.all(matches.sum(dim=1) == 1), "an output row is not an exact copy of exactly one input row"
         result.append(matches.float().argmax(dim=1).tolist())
     return result
+
+
+def diffrate_schedule(num_tokens: int, num_prefix_tokens: int, depth: int, prune: int, merge: int) -> dict:
+    """diffrate options for an explicit schedule pruning `prune`, then merging `merge` tokens in every block of a
+    model (counts written as the authors' file writes them: cls token included, for one prefix token)."""
+    n = num_tokens - num_prefix_tokens + 1
+    r = prune + merge
+    prune_kept = [n - r * i - prune for i in range(depth)]
+    merge_kept = [n - r * (i + 1) for i in range(depth)]
+    return {"prune_kept": ",".join(map(str, prune_kept)), "merge_kept": ",".join(map(str, merge_kept))}
+
+
+def runnable_options(name: str, model, r: int) -> dict | None:
+    """Options under which a reducer whose budget is its own knob removes r tokens per block of `model` (r itself
+    plans the others' blocks), so the shared tests hold it to the same expectations; None where it cannot run on
+    that model (diffrate without a cls token)."""
+    if name != "diffrate":
+        return {}
+    from tomebench.patch.plan import layout
+
+    shape = layout(model)
+    if not shape.has_cls:
+        return None
+    n, p = shape.num_tokens, shape.num_prefix_tokens
+    prune_kept, merge_kept = [], []
+    for _ in range(shape.depth):  # r clamped as the loop clamps it for the others; half pruned, half merged
+        removed = min(r, max_r(n, p))
+        prune_kept.append(n - removed // 2 - p + 1)
+        n -= removed
+        merge_kept.append(n - p + 1)
+    return {"prune_kept": ",".join(map(str, prune_kept)), "merge_kept": ",".join(map(str, merge_kept))}

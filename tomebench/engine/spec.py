@@ -189,7 +189,17 @@ def _choice(given: ReducerChoice | str) -> ReducerChoice:
     if not isinstance(given, ReducerChoice):
         return ReducerChoice.of(str(given))
     checked = ReducerChoice.of(given.name, dict(given.options))
-    return replace(checked, inert=given.inert + checked.inert, given=given.given or checked.given)
+    from tomebench.reducers import REDUCERS
+
+    # A choice made by the command line names what the user set; its options also hold the knob of a reducer whose
+    # budget is an option, at its default, which the user did not set (--match gmacs chooses it).
+    spec = REDUCERS.get(given.name)
+    unset = {k for k, v in given.options if k == spec.knob and v == spec.defaults().get(k)}
+    return replace(
+        checked,
+        inert=given.inert + checked.inert,
+        given=given.given or tuple(k for k in checked.given if k not in unset),
+    )
 
 
 def _check(spec: RunSpec) -> None:

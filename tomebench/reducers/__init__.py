@@ -17,7 +17,7 @@ from tomebench.reducers.base import (
     register,
     seeded_keys,
 )
-from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Keep, Plan, Split, merge_tokens
+from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Keep, Plan, PruneMerge, Split, merge_tokens
 from tomebench.registry import import_submodules, load_plugins
 
 ENTRY_POINTS = "tomebench.reducers"
@@ -34,6 +34,7 @@ __all__ = [
     "LayerTokens",
     "Layout",
     "Plan",
+    "PruneMerge",
     "ReducerSpec",
     "Split",
     "max_r",

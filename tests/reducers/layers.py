@@ -84,6 +84,23 @@ def diffrate_schedule(num_tokens: int, num_prefix_tokens: int, depth: int, prune
     return {"prune_kept": ",".join(map(str, prune_kept)), "merge_kept": ",".join(map(str, merge_kept))}
 
 
+def expected_final(name: str, model, r: int, options: dict) -> int:
+    """Tokens after the last block of `model` patched with `name` at r: r per block for a reducer whose budget is r,
+    what its own knob asks of each block for the others, each clamped to what the block allows (as the loop
+    does); restated from the declarations, not read from the patch."""
+    from tomebench.patch.plan import layout
+
+    spec = REDUCERS.get(name)
+    shape = layout(model)
+    n, p = shape.num_tokens, shape.num_prefix_tokens
+    if spec.kind == "none":
+        return n
+    asked = (r,) * shape.depth if spec.budget is None else spec.budget(spec.defaults() | options, shape)
+    for v in asked:
+        n -= min(v, spec.most(n, p))
+    return n
+
+
 def runnable_options(name: str, model, r: int) -> dict | None:
     """Options under which a reducer whose budget is its own knob removes r tokens per block of `model` (r itself
     plans the others' blocks), so the shared tests hold it to the same expectations; None where it cannot run on

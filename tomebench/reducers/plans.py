@@ -163,7 +163,8 @@ class PruneMerge(Plan):
     dst: (B, S, 1) the output position in [0, M) each of them joins; weight: (B, S, 1) a factor on the merged
     rows' sizes before they are added (DiffRate's similarity), or None. Rows in neither keep nor src are dropped.
     Features combine by a plain mean of a kept row and the rows joining it (`combine` "mean", as DiffRate's
-    `scatter_reduce(reduce="mean")`); sizes add up, the merged ones scaled by `weight`."""
+    `scatter_reduce(reduce="mean")`) or size-weighted ("weighted", as ToMe's and PiToMe's `merge_wavg`); sizes
+    add up, the merged ones scaled by `weight`."""
 
     keep: Tensor
     src: Tensor
@@ -188,11 +189,15 @@ class PruneMerge(Plan):
             )
         if size is None:
             size = torch.ones_like(x[..., :1])
-        x = self(x, COMBINE_MODES[self.combine])
         merged = size.gather(dim=1, index=self.src)  # (B, S, 1)
         if self.weight is not None:
             merged = merged * self.weight
-        size = size.gather(dim=1, index=self.keep).scatter_add(1, self.dst, merged)  # (B, M, 1)
+        new_size = size.gather(dim=1, index=self.keep).scatter_add(1, self.dst, merged)  # (B, M, 1)
+        if self.combine == "weighted":
+            x = self(x * size, "sum") / new_size
+        else:
+            x = self(x, COMBINE_MODES[self.combine])
+        size = new_size
         if source is not None:
             source = self(source, "amax")
         return x, size, source

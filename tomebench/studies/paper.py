@@ -60,7 +60,9 @@ def paper_rows(path: Path) -> list[Row]:
         note=where,
     )
     return [
-        Row(reducer="none", r=0, schedule="constant", prop_attn=False, top1=paper["top1_before"], speedup=1.0, **common),
+        Row(
+            reducer="none", r=0, schedule="constant", prop_attn=False, top1=paper["top1_before"], speedup=1.0, **common
+        ),
         Row(
             reducer=reducer.name,
             r=r,

@@ -242,3 +242,19 @@ def test_an_image_does_not_depend_on_its_batch():
     together = model(x)
     for i in range(5):
         torch.testing.assert_close(model(x[i : i + 1]), together[i : i + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_match_gmacs_runs_an_explicit_schedule_as_given_and_a_missing_one_as_an_error_row(demo):
+    from tomebench.engine.matching import matched_configs
+    from tomebench.engine.plan import decide
+    from tomebench.engine.spec import ReducerChoice, RunSpec
+
+    schedule = schedule_for(demo.model, 1, 2)
+    reducers = ("tome", ReducerChoice.of("diffrate", schedule))
+    planned = matched_configs(RunSpec(model="demo", reducers=reducers), demo, [2, 6], [])
+    (given,) = [cfg for cfg in planned if cfg.reducer == "diffrate"]
+    assert "not matched" in given.note and dict(given.options)["prune_kept"] == schedule["prune_kept"]
+    assert decide(demo.model, given).error is None
+    planned = matched_configs(RunSpec(model="demo", reducers=("tome", "diffrate")), demo, [2], [])
+    (missing,) = [cfg for cfg in planned if cfg.reducer == "diffrate"]
+    assert "no released schedule" in decide(demo.model, missing).error  # a row with its error; the sweep goes on

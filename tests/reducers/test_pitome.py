@@ -126,3 +126,17 @@ def test_an_image_does_not_depend_on_its_batch(name):
     together = model(x)
     for i in range(5):
         torch.testing.assert_close(model(x[i : i + 1]), together[i : i + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_match_gmacs_picks_the_ratio_nearest_tomes_gmacs(demo):
+    from tomebench.engine.matching import matched_configs
+    from tomebench.engine.spec import RunSpec
+
+    notes: list[str] = []
+    planned = matched_configs(RunSpec(model="demo", reducers=("tome", "pitome")), demo, [2, 6], notes)
+    chosen = [dict(cfg.options)["ratio"] for cfg in planned if cfg.reducer == "pitome"]
+    assert len(chosen) == 2 and chosen[0] > chosen[1]  # more removed by ToMe, a lower keep ratio
+    for cfg in planned:
+        if cfg.reducer == "pitome":
+            gap = float(cfg.note.split("(")[-1].rstrip("%)"))
+            assert f"ratio={dict(cfg.options)['ratio']}" in cfg.note and abs(gap) < 5, cfg.note

@@ -67,6 +67,7 @@ PAPER_KEYS: dict[str, tuple[type, ...]] = {
     "speedup": NUMBER,
     "img_per_sec_before": NUMBER,  # published images/s where the source gives them (the SWAG table): in the note
     "img_per_sec_after": NUMBER,
+    "gmacs": NUMBER,  # published GMACs per image (DiffRate's README): in the note
     "device": (str,),
     "source": (str,),
 }

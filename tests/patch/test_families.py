@@ -16,10 +16,10 @@ import torchvision
 from torchvision.models.vision_transformer import VisionTransformer as TvViT
 
 import tomebench
+from tests.reducers.layers import expected_final, runnable_options
 from tomebench.errors import UsageError
-from tomebench.patch import forward_with_state, layout, num_prefix_tokens, patch, token_counts, unpatch
+from tomebench.patch import forward_with_state, num_prefix_tokens, patch, token_counts, unpatch
 from tomebench.reducers import REDUCERS
-from tomebench.schedule import CONSTANT
 
 transformers = pytest.importorskip("transformers")
 
@@ -242,18 +242,13 @@ def test_unpatch_restores_exactly(name):
 def test_every_reducer_on_every_family(name, reducer):
     model = MODELS[name]()
     prefix = num_prefix_tokens(model)
-    spec = REDUCERS.get(reducer)
-    names = {option.name for option in spec.options}
-    # A reducer whose authors protect only the cls token keeps every prefix token with protect_prefix; one that
-    # acts at a few blocks (EViT, PPT: 3, 6, 9) acts at every block of this shallow model.
-    options = ({"protect_prefix": True} if "protect_prefix" in names else {}) | (
-        {"locations": tuple(range(DEPTH))} if "locations" in names else {}
-    )
+    options = runnable_options(reducer, model, 4)
     patch(model, reducer=reducer, r=4, trace_source=True, **options)
     logits, state = forward_with_state(model, images(2))
     assert logits.shape == (2, CLASSES) and torch.isfinite(logits).all()
-    removed = sum(spec.requested(4, CONSTANT, spec.defaults() | options, layout(model)))
-    expected = 65 + prefix - 1 - (0 if reducer == "none" else removed)
+    expected = expected_final(reducer, model, 4, options)
+    if REDUCERS.get(reducer).budget is None:
+        assert expected == 65 + prefix - 1 - (0 if reducer == "none" else 4 * DEPTH)
     assert state.source.shape[1] == expected
     assert torch.equal(state.source[:, :prefix, :prefix], torch.eye(prefix).expand(2, -1, -1))  # prefix in front
 

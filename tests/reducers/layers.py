@@ -72,3 +72,56 @@ def row_indices(out: torch.Tensor, x: torch.Tensor) -> list[list[int]]:
         assert torch.all(matches.sum(dim=1) == 1), "an output row is not an exact copy of exactly one input row"
         result.append(matches.float().argmax(dim=1).tolist())
     return result
+
+
+def diffrate_schedule(num_tokens: int, num_prefix_tokens: int, depth: int, prune: int, merge: int) -> dict:
+    """diffrate options for an explicit schedule pruning `prune`, then merging `merge` tokens in every block of a
+    model (counts written as the authors' file writes them: cls token included, for one prefix token)."""
+    n = num_tokens - num_prefix_tokens + 1
+    r = prune + merge
+    prune_kept = [n - r * i - prune for i in range(depth)]
+    merge_kept = [n - r * (i + 1) for i in range(depth)]
+    return {"prune_kept": ",".join(map(str, prune_kept)), "merge_kept": ",".join(map(str, merge_kept))}
+
+
+def expected_final(name: str, model, r: int, options: dict) -> int:
+    """Tokens after the last block of `model` patched with `name` at r: r per block for a reducer whose budget is r,
+    what its own knob asks of each block for the others, each clamped to what the block allows (as the loop
+    does); restated from the declarations, not read from the patch."""
+    from tomebench.patch.plan import layout
+
+    spec = REDUCERS.get(name)
+    shape = layout(model)
+    n, p = shape.num_tokens, shape.num_prefix_tokens
+    if spec.kind == "none":
+        return n
+    from tomebench.schedule import CONSTANT
+
+    for v in spec.requested(r, CONSTANT, options, shape):
+        n -= min(v, spec.most(n, p))
+    return n
+
+
+def runnable_options(name: str, model, r: int) -> dict | None:
+    """Options under which a reducer acts on every block of `model` and keeps every prefix token, so the shared
+    tests hold it to the same expectations: a reducer whose authors protect only the cls token gets
+    protect_prefix, one that acts at a few blocks (EViT, PPT: 3, 6, 9) acts at every block, and diffrate gets a
+    schedule removing r per block. None where it cannot run on that model (diffrate without a cls token)."""
+    from tomebench.patch.plan import layout
+
+    shape = layout(model)
+    names = {option.name for option in REDUCERS.get(name).options}
+    if name != "diffrate":
+        return ({"protect_prefix": True} if "protect_prefix" in names else {}) | (
+            {"locations": tuple(range(shape.depth))} if "locations" in names else {}
+        )
+    if not shape.has_cls:
+        return None
+    n, p = shape.num_tokens, shape.num_prefix_tokens
+    prune_kept, merge_kept = [], []
+    for _ in range(shape.depth):  # r clamped as the loop clamps it for the others; half pruned, half merged
+        removed = min(r, max_r(n, p))
+        prune_kept.append(n - removed // 2 - p + 1)
+        n -= removed
+        merge_kept.append(n - p + 1)
+    return {"prune_kept": ",".join(map(str, prune_kept)), "merge_kept": ",".join(map(str, merge_kept))}

@@ -18,16 +18,17 @@ from tests.reducers.layers import (
     MERGING,
     NAMES,
     PRUNING,
+    expected_final,
     expected_tokens,
     layers,
     reduce,
     row_indices,
+    runnable_options,
     tokens_for,
 )
 from tomebench.errors import UsageError
 from tomebench.patch import forward_with_state, layout, token_counts
 from tomebench.reducers import REDUCERS, max_r, merge_tokens
-from tomebench.schedule import CONSTANT
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -190,23 +191,23 @@ def test_every_reducer_in_a_real_vit(vits, model_name, name):
     built, images = vits
     model = built[model_name]
     spec = REDUCERS.get(name)
-    shape = layout(model)
-    reason = spec.refuses(spec.defaults(), shape) if spec.refuses else None
+    reason = spec.refuses(spec.defaults(), layout(model)) if spec.refuses else None
     if reason:  # a layout its rules cannot run (no cls token to rank by): refused when planned, in one line
         with pytest.raises(UsageError, match=reason[:20]):
             tomebench.patch(model, name, 4)
         return
-    # r tokens per block, or what a reducer whose budget is its own knob plans (its defaults) at each block
-    removed = sum(spec.requested(4, CONSTANT, spec.defaults(), shape))
+    options = runnable_options(name, model, 4)
     try:
-        tomebench.patch(model, name, 4, trace_source=True)
+        tomebench.patch(model, name, 4, trace_source=True, **options)
         with torch.no_grad():
             logits, state = forward_with_state(model, images)
         n_final = token_counts(model)[1][-1]
     finally:
         tomebench.unpatch(model)
     n0 = 101
-    assert n_final == n0 - (0 if KINDS[name] == "none" else removed)
+    assert n_final == expected_final(name, model, 4, options)
+    if REDUCERS.get(name).budget is None:
+        assert n_final == n0 - (0 if KINDS[name] == "none" else 4 * len(model.blocks))
     assert torch.isfinite(logits).all() and logits.shape == (2, model.num_classes)
     assert state.source.shape == (2, n_final, n0)
     if KINDS[name] == "merge":
@@ -231,7 +232,8 @@ TRACED = [pytest.param(name, {}, id=name) for name in NAMES] + [
 
 @pytest.mark.parametrize("name, options", TRACED)
 def test_patched_forward_traces_without_graph_breaks(name, options):
-    model = tomebench.patch(timm.create_model("test_vit", pretrained=False, img_size=64).eval(), name, 4, **options)
+    model = timm.create_model("test_vit", pretrained=False, img_size=64).eval()
+    model = tomebench.patch(model, name, 4, **options, **runnable_options(name, model, 4))
     torch._dynamo.reset()
     with torch.inference_mode():
         explained = torch._dynamo.explain(model)(torch.randn(2, 3, 64, 64))

@@ -4,8 +4,10 @@ table), and no registered reducer's accuracy depends on how the images were batc
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 
+from tests.reducers.layers import runnable_options
 from tomebench.data import DeviceNormalize, make_loader
 from tomebench.engine.images import resolve_images
 from tomebench.engine.spec import RunSpec
@@ -46,8 +48,16 @@ def test_demo_tome_top1_at_every_r_is_the_authors(demo, demo_images):
     assert all(acc.n_images == 360 for acc in accuracy)
 
 
-# Every registered reducer with its defaults, and every option that involves a choice that could depend on the batch.
-CONFIGS = [(name, {}) for name in REDUCERS.names()] + [
+def demo_model():
+    """The demo's architecture (random weights): what a reducer whose budget is its own knob is fitted to."""
+    from tomebench.demo.model import DEMO_VIT_KWARGS
+
+    return timm.models.vision_transformer.VisionTransformer(**DEMO_VIT_KWARGS).eval()
+
+
+# Every registered reducer with its defaults (one whose budget is its own knob: options removing 6 tokens per block),
+# and every option that involves a choice that could depend on the batch.
+CONFIGS = [(name, runnable_options(name, demo_model(), 6)) for name in REDUCERS.names()] + [
     ("tome", {"partition": "random"}),
     ("tome", {"partition": "sequential"}),
     ("tome", {"partition": "alternating-patches"}),

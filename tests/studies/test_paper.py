@@ -27,16 +27,37 @@ DEMO = CONFIGS / "demo.toml"
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
 def test_paper_rows_carry_the_published_figures(path):
-    _, paper = load(path)
+    options, paper = load(path)
     before, after = paper_rows(path)
     assert (before.reducer, before.r, before.prop_attn) == ("none", 0, False)
-    assert after.reducer == "tome" and after.r > 0
+    assert after.reducer == options.get("reducer", "tome") and after.r > 0
     assert (before.top1, after.top1) == (paper["top1_before"], paper["top1_after"])
-    assert (before.speedup, after.speedup) == (1.0, paper["speedup"])
+    assert (before.speedup, after.speedup) == (1.0, paper.get("speedup"))
+    # A reducer whose budget is its own knob (diffrate) plans its blocks itself, as a run of it writes.
+    assert after.schedule == ("constant" if after.reducer == "tome" else "native")
     for row in (before, after):
-        assert row.schedule == "constant" and row.dataset == "imagenet-val"
+        assert row.dataset == "imagenet-val"
         assert row.infer_samples_per_sec is None and row.infer_gflops is None  # nothing measured here
         assert row.note.startswith("published")
+
+
+def test_diffrate_paper_rows_are_what_a_run_of_them_writes():
+    before, after = paper_rows(CONFIGS / "diffrate_deit_s_2.9.toml")
+    assert before.model == after.model == "deit_small_patch16_224.fb_in1k"
+    assert (after.reducer, after.schedule, after.reducer_options, after.prop_attn) == (
+        "diffrate",
+        "native",
+        "target=2.9",
+        True,
+    )
+    assert after.r == round((197 - 3) / 12) and (before.top1, after.top1) == (79.8, 79.54)
+    assert "2.905 GMACs" in after.note and "OpenGVLab/DiffRate README" in after.note
+    _, mae = paper_rows(CONFIGS / "diffrate_mae_vit_h_103.4.toml")
+    assert (mae.model, mae.reducer_options, mae.prop_attn) == (
+        "vit_huge_patch14_224",
+        "model_key=ViT-H-MAE,target=103.4",
+        True,
+    )
 
 
 def test_paper_rows_name_the_model_a_run_would_write():

@@ -91,6 +91,12 @@ def matched_configs(spec: RunSpec, loaded: LoadedModel, r_values: Sequence[int],
                 f"--match gmacs chooses {choice.name}.{reducer.knob} itself; drop "
                 f"--opt {choice.name}.{reducer.knob} or pass --match none"
             )
+        if reducer.knob != "r" and _runs_as_given(reducer, choice, loaded):
+            options = reducer.canonical(dict(choice.options))
+            requested = reducer.requested(0, None, reducer.defaults() | dict(options), layout(loaded.model))
+            note = f"not matched: no value of {choice.name}.{reducer.knob} changes its cost here; run as given"
+            planned.append(Config(choice.name, nominal_r(requested), CONSTANT, spec.prop_attn, options, note=note))
+            continue
         search = _searcher(reducer, choice, costs, loaded, spec)
         for r, target in targets.items():
             value, got = search(target)
@@ -114,6 +120,17 @@ def matched_configs(spec: RunSpec, loaded: LoadedModel, r_values: Sequence[int],
         "its own knob with the nearest GMACs per image (see each row's note)"
     )
     return planned
+
+
+def _runs_as_given(reducer: ReducerSpec, choice: ReducerChoice, loaded: LoadedModel) -> bool:
+    """True when there is no knob value to choose: the knob changes nothing under the other options (diffrate's
+    target beside an explicit schedule), or the model offers none (a released schedule's targets for a model with
+    none released; the configuration's error then says why)."""
+    option = next(o for o in reducer.options if o.name == reducer.knob)
+    full = reducer.defaults() | dict(choice.options)
+    if not all(full.get(k) == v for k, v in option.applies_when):
+        return True
+    return reducer.grid is not None and option.choices is None and not reducer.grid(layout(loaded.model))
 
 
 def _searcher(

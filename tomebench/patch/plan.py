@@ -114,7 +114,8 @@ def plan_patch(
         label = schedule_label(rs)
     use_prop = default_prop_attn(model, spec) if prop_attn is None else bool(prop_attn)
     frozen_options = dict(options)
-    layers = tuple(LayerPlan(v, spec, use_prop, frozen_options) for v in rs)
+    blocks = spec.blocks(spec.defaults() | options, shape)  # per-block arguments of a reducer that declares them
+    layers = tuple(LayerPlan(v, spec, use_prop, frozen_options | extra) for v, extra in zip(rs, blocks))
     return PatchInfo(spec.name, label, rs, use_prop, bool(trace_source), original_class(model), layers, frozen_options)
 
 

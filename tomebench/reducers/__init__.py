@@ -17,7 +17,18 @@ from tomebench.reducers.base import (
     register,
     seeded_keys,
 )
-from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Fuse, Keep, PerImage, Plan, Split, merge_tokens
+from tomebench.reducers.plans import (
+    IDENTITY,
+    Bipartite,
+    Clusters,
+    Fuse,
+    Keep,
+    PerImage,
+    Plan,
+    PruneMerge,
+    Split,
+    merge_tokens,
+)
 from tomebench.registry import import_submodules, load_plugins
 
 ENTRY_POINTS = "tomebench.reducers"
@@ -36,6 +47,7 @@ __all__ = [
     "Layout",
     "PerImage",
     "Plan",
+    "PruneMerge",
     "ReducerSpec",
     "Split",
     "max_r",

@@ -108,6 +108,10 @@ class ReducerSpec:
     budget: Callable[..., tuple[int, ...]] | None = None
     # layout -> the values a discrete knob can take on this model (a released schedule's targets), for --match
     grid: Callable[[Layout], tuple] | None = None
+    # (options, layout) -> one dict per block of the plan function's keyword-only arguments, for a reducer whose
+    # blocks differ by more than their r (a released schedule that prunes, then merges, its own amounts per block).
+    # Decided once, when a configuration is planned; keyword-only parameters are never user options.
+    per_block: Callable[[dict, Layout], tuple[dict, ...]] | None = None
 
     def __call__(self, tokens: LayerTokens, r: int, **options: object) -> Plan:
         r = min(r, self.most(tokens.metric.shape[1], tokens.num_prefix_tokens))
@@ -146,6 +150,16 @@ class ReducerSpec:
             return r
         return schedule.per_layer(r, layout.depth)
 
+    def blocks(self, options: dict, layout: Layout) -> tuple[dict, ...]:
+        """The per-block keyword-only arguments of the plan function (one dict per block; empty dicts when the
+        reducer declares none)."""
+        if self.per_block is None:
+            return ({},) * layout.depth
+        blocks = tuple(self.per_block(self.defaults() | options, layout))
+        if len(blocks) != layout.depth:
+            raise ValueError(f"reducer {self.name}: per_block gave {len(blocks)} blocks for a model of {layout.depth}")
+        return blocks
+
     def defaults(self) -> dict[str, object]:
         return {option.name: option.default for option in self.options}
 
@@ -167,6 +181,7 @@ def reducer_spec(
     refuses: Callable[[dict, Layout], str | None] | None = None,
     budget: Callable[..., tuple[int, ...]] | None = None,
     grid: Callable[[Layout], tuple] | None = None,
+    per_block: Callable[[dict, Layout], tuple[dict, ...]] | None = None,
 ) -> ReducerSpec:
     """The spec of a plan function `fn(tokens, r, **options) -> Plan`, its options read from its signature. Not
     registered: `register` does that; a spec can also be passed to `patch` as it is."""
@@ -193,6 +208,7 @@ def reducer_spec(
         refuses=refuses,
         budget=budget,
         grid=grid,
+        per_block=per_block,
     )
 
 

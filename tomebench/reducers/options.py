@@ -7,7 +7,8 @@ written down anywhere else.
 A `Literal` annotation gives the choices; `Range` bounds a number (each number of a `tuple[int, ...]`, a list of
 blocks); `Applies(partition="random")` says the option changes nothing unless the other options have those values
 (such an option is left out of a row's identity).
-Options are checked once, when a configuration is planned, never inside the forward.
+Options are checked once, when a configuration is planned, never inside the forward. Keyword-only parameters
+(after `*`) are not options: the reducer's `per_block` declaration sets them for each block.
 """
 
 from __future__ import annotations
@@ -120,10 +121,13 @@ def _fits(value: object, kind: type) -> bool:
 
 
 def options_of(fn: Callable) -> list[Option]:
-    """The options of a reducer `fn(tokens, r, **options)`: every parameter after the first two, in order."""
+    """The options of a reducer `fn(tokens, r, **options)`: every parameter after the first two, in order, but the
+    keyword-only ones (set per block by the reducer's `per_block`, never by a user)."""
     hints = typing.get_type_hints(fn, include_extras=True)
     found = []
     for parameter in list(inspect.signature(fn).parameters.values())[2:]:
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+            continue
         hint = hints.get(parameter.name)
         extras: tuple = ()
         if typing.get_origin(hint) is typing.Annotated:

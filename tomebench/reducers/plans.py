@@ -215,6 +215,54 @@ class PerImage(Plan):
         return torch.where(pick, xa, xb), size, source
 
 
+@dataclass(frozen=True, eq=False)
+class PruneMerge(Plan):
+    """Keep some rows in a given order, merge some others into them, drop the rest (DiffRate: prune, then merge).
+
+    keep: (B, M, 1) the rows kept, in output order (prefix tokens first); src: (B, S, 1) the rows merged away;
+    dst: (B, S, 1) the output position in [0, M) each of them joins; weight: (B, S, 1) a factor on the merged
+    rows' sizes before they are added (DiffRate's similarity), or None. Rows in neither keep nor src are dropped.
+    Features combine by a plain mean of a kept row and the rows joining it (`combine` "mean", as DiffRate's
+    `scatter_reduce(reduce="mean")`) or size-weighted ("weighted", as ToMe's and PiToMe's `merge_wavg`); sizes
+    add up, the merged ones scaled by `weight`."""
+
+    keep: Tensor
+    src: Tensor
+    dst: Tensor
+    weight: Tensor | None = None
+    combine: str = "mean"
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        c = x.shape[-1]
+        out = x.gather(dim=1, index=self.keep.expand(-1, -1, c))  # (B, M, C)
+        if mode == "keep" or self.src.shape[1] == 0:
+            return out
+        src = x.gather(dim=1, index=self.src.expand(-1, -1, c))  # (B, S, C)
+        return out.scatter_reduce(1, self.dst.expand(-1, -1, c), src, reduce=mode)  # include_self: the kept row too
+
+    def apply(self, x, size, source):
+        if self.src.shape[1] == 0:  # nothing merged: a pure prune keeps sizes as they were (None stays None)
+            return (
+                self(x, "keep"),
+                None if size is None else self(size, "keep"),
+                None if source is None else self(source, "keep"),
+            )
+        if size is None:
+            size = torch.ones_like(x[..., :1])
+        merged = size.gather(dim=1, index=self.src)  # (B, S, 1)
+        if self.weight is not None:
+            merged = merged * self.weight
+        new_size = size.gather(dim=1, index=self.keep).scatter_add(1, self.dst, merged)  # (B, M, 1)
+        if self.combine == "weighted":
+            x = self(x * size, "sum") / new_size
+        else:
+            x = self(x, COMBINE_MODES[self.combine])
+        size = new_size
+        if source is not None:
+            source = self(source, "amax")
+        return x, size, source
+
+
 def merge_tokens(
     plan: Plan, x: Tensor, size: Tensor | None, source: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:

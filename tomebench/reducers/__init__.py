@@ -17,7 +17,7 @@ from tomebench.reducers.base import (
     register,
     seeded_keys,
 )
-from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Keep, Plan, Split, merge_tokens
+from tomebench.reducers.plans import IDENTITY, Bipartite, Clusters, Keep, Plan, Resample, Split, merge_tokens
 from tomebench.registry import import_submodules, load_plugins
 
 ENTRY_POINTS = "tomebench.reducers"
@@ -35,6 +35,7 @@ __all__ = [
     "Layout",
     "Plan",
     "ReducerSpec",
+    "Resample",
     "Split",
     "max_r",
     "merge_tokens",

@@ -23,7 +23,9 @@ from tomebench.reducers.options import Option, canonical, options_of, validate
 from tomebench.reducers.plans import IDENTITY, Plan
 from tomebench.registry import Registry
 
-Kind = Literal["merge", "prune", "hybrid", "none"]
+# resample: every output token is a linear combination of all the input tokens (DCT's low-pass resampling), so no
+# token stands for a countable set of patches.
+Kind = Literal["merge", "prune", "hybrid", "resample", "none"]
 # Where in a block the reducer acts: between attention and MLP (ToMe), before attention (MCTF's one-step-ahead
 # fusion), after the MLP (DCT).
 Site = Literal["attention-mlp", "before-attention", "after-mlp"]

@@ -10,6 +10,7 @@ kind of plan (a fused token, a prune-then-merge) is a new class here, not a bran
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -153,6 +154,46 @@ class Clusters(Plan):
         out = rest.new_zeros(rest.shape[0], self.k, rest.shape[-1])
         out = out.scatter_reduce(1, self.assign.expand_as(rest), rest, reduce=mode, include_self=False)
         return torch.cat([prefix, out], dim=1)
+
+
+def no_autocast(device: str) -> contextlib.AbstractContextManager:
+    """Autocast switched off on `device` where it is on (a product that must keep its float32), else nothing: the
+    meta device (the FLOP count's) has no autocast at all."""
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True, eq=False)
+class Resample(Plan):
+    """A linear resampling of the non-prefix tokens: [prefix tokens, matrix @ the other tokens], matrix (M, T).
+
+    Every output token mixes all T input tokens, so none stands for a countable set of patches: sizes that were
+    implicit (None) stay so (no token weighs more than another, as in the DCT port, which tracks no sizes); given
+    sizes are spread evenly over the M tokens (their total is kept); each output token's source is the union of
+    the inputs' sources. The product runs in float32 (float64 for float64 tokens) with autocast off, as the authors
+    run their DCT in float32, and comes back in the tokens' own dtype."""
+
+    matrix: Tensor
+    num_prefix: int
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        p = self.num_prefix
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with no_autocast(x.device.type):
+            rest = self.matrix.to(work) @ x[:, p:].to(work)  # (B, M, C)
+        return torch.cat([x[:, :p], rest.to(x.dtype)], dim=1)
+
+    def apply(self, x, size, source):
+        p, m = self.num_prefix, self.matrix.shape[0]
+        x = self(x)
+        if size is not None:
+            spread = size[:, p:].sum(dim=1, keepdim=True) / m  # (B, 1, 1)
+            size = torch.cat([size[:, :p], spread.expand(-1, m, -1)], dim=1)
+        if source is not None:
+            union = source[:, p:].amax(dim=1, keepdim=True)  # (B, 1, N0)
+            source = torch.cat([source[:, :p], union.expand(-1, m, -1)], dim=1)
+        return x, size, source
 
 
 def merge_tokens(

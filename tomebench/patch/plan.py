@@ -111,6 +111,8 @@ def plan_patch(
     else:
         rs = layer_schedule(r if isinstance(schedule, (str, Schedule)) else _whole_r(schedule), depth)
         label = schedule_label(rs)
+    if spec.kind != "none" and spec.budget is None:
+        rs = spec.only_active(rs, options, shape)  # blocks the reducer does not act in remove nothing
     use_prop = default_prop_attn(model, spec) if prop_attn is None else bool(prop_attn)
     frozen_options = dict(options)
     layers = tuple(LayerPlan(v, spec, use_prop, frozen_options) for v in rs)

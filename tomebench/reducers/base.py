@@ -108,6 +108,9 @@ class ReducerSpec:
     budget: Callable[[dict, Layout], tuple[int, ...]] | None = None
     # layout -> the values a discrete knob can take on this model (a released schedule's targets), for --match
     grid: Callable[[Layout], tuple] | None = None
+    # (options, layout) -> which blocks reduce at all (one bool per block), for a reducer whose authors switch it
+    # on in some blocks only (MCTF's activate_layer); the others are asked for r = 0. None: every block.
+    active: Callable[[dict, Layout], tuple[bool, ...]] | None = None
 
     def __call__(self, tokens: LayerTokens, r: int, **options: object) -> Plan:
         r = min(r, self.most(tokens.metric.shape[1], tokens.num_prefix_tokens))
@@ -138,9 +141,15 @@ class ReducerSpec:
         knob, or r spread over the blocks by `schedule` (a `Schedule`)."""
         if self.budget is not None:
             return tuple(self.budget(self.defaults() | options, layout))
-        if isinstance(r, tuple):
-            return r
-        return schedule.per_layer(r, layout.depth)
+        requested = r if isinstance(r, tuple) else schedule.per_layer(r, layout.depth)
+        return self.only_active(requested, options, layout)
+
+    def only_active(self, requested: tuple[int, ...], options: dict, layout: Layout) -> tuple[int, ...]:
+        """The requested r of every block, 0 in the blocks the reducer does not act in (`active`)."""
+        if self.active is None:
+            return tuple(requested)
+        on = self.active(self.defaults() | options, layout)
+        return tuple(v if active else 0 for v, active in zip(requested, on))
 
     def defaults(self) -> dict[str, object]:
         return {option.name: option.default for option in self.options}
@@ -163,6 +172,7 @@ def reducer_spec(
     refuses: Callable[[dict, Layout], str | None] | None = None,
     budget: Callable[[dict, Layout], tuple[int, ...]] | None = None,
     grid: Callable[[Layout], tuple] | None = None,
+    active: Callable[[dict, Layout], tuple[bool, ...]] | None = None,
 ) -> ReducerSpec:
     """The spec of a plan function `fn(tokens, r, **options) -> Plan`, its options read from its signature. Not
     registered: `register` does that; a spec can also be passed to `patch` as it is."""
@@ -189,6 +199,7 @@ def reducer_spec(
         refuses=refuses,
         budget=budget,
         grid=grid,
+        active=active,
     )
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import authors_module, images, report, token_hook  # noqa: E402
 
 import tomebench  # noqa: E402
+from tomebench.measure.cost import count_gflops  # noqa: E402
 from tomebench.patch import forward_with_state  # noqa: E402
 
 POOLING = {0: "size", 1: "attention", 2: "max", 3: "mean"}  # the authors' pooling_type -> tomebench's pooling
@@ -69,6 +70,17 @@ def options(mctf_type: list) -> dict:
     }
 
 
+def _gmacs(forward, image: torch.Tensor) -> float:
+    """Multiply-adds of one forward, counted as tomebench counts them (its FLOP counter, its extra formulas)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tomebench.measure.cost import _EXTRA_FORMULAS
+
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
+        forward(image)
+    return counter.get_total_flops() / 2e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--authors", type=Path, required=True, help="a checkout of mlvlab/MCTF")
@@ -98,6 +110,8 @@ def main() -> None:
             authors_sources.append(theirs.info["student_source"])
     for handle in handles:
         handle.remove()
+    with torch.no_grad():
+        authors_gmacs = _gmacs(lambda image: theirs(image, r_eval=args.r), x[:1])
 
     opts = options(mctf_type) | {"first_block": args.first_block}
     tomebench.patch(timm_model, "mctf", args.r, prop_attn=bool(mctf_type[3]), trace_source=True, **opts)
@@ -108,6 +122,7 @@ def main() -> None:
             ours.append(out)
             our_tokens = state.tokens
             our_sources.append(state.source)
+        our_gmacs = count_gflops(timm_model, x[:1]) / 2
     tomebench.unpatch(timm_model)
     with torch.no_grad():
         plain = torch.cat([timm_model(chunk) for chunk in x.split(args.batch)])
@@ -122,6 +137,7 @@ def main() -> None:
         f"torch {torch.__version__}, timm {timm.__version__}"
     )
     print("\n".join(report(title, rows, rows[0][0])))
+    print(f"\nGMACs per image (torch's FLOP counter on both): authors {authors_gmacs:.4f}, tomebench {our_gmacs:.4f}")
     same = torch.equal(torch.cat(authors_sources).bool(), torch.cat(our_sources).bool())
     print(
         f"\nthe same input patches in every final token, in the same order, on every image: {'yes' if same else 'NO'}"

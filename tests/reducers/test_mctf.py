@@ -200,6 +200,36 @@ def test_one_step_ahead_fuses_before_the_attention(deit):
             unpatch(model)
 
 
+@pytest.mark.parametrize("one_step_ahead", [2, 0])
+def test_precise_and_no_one_step_ahead(deit, one_step_ahead):
+    """2 ("precise"): fuse before the attention on the unfused tokens' attention, then the block runs as usual on
+    the fused tokens; 0: the block runs as usual, then its output is fused on its own attention (Block_DEIT)."""
+    model, x = deit
+    with torch.no_grad():
+        h = model.blocks[0](model.norm_pre(model._pos_embed(model.patch_embed(x))))
+        block = model.blocks[1]
+        attn = block.attn
+        b, n, c = h.shape
+        qkv = attn.qkv(block.norm1(h)).reshape(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+        probs = ((qkv[0] @ qkv[1].transpose(-2, -1)) * attn.scale).softmax(dim=-1)  # (B, H, N, N) of the input
+        if one_step_ahead == 2:
+            plan = plan_mctf(h, probs, None, 3, 1, one_step_ahead=2)
+            assert plan.attend(probs) is None
+            h = block(plan.apply(h, None, None)[0])
+        else:
+            out = block(h)
+            h = plan_mctf(out, probs, None, 3, 1, one_step_ahead=0).apply(out, None, None)[0]
+        try:
+            patch(model, "mctf", [0, 3, 0, 0], prop_attn=False, one_step_ahead=one_step_ahead)
+            assert patch_info(model).layers[1].acts == ("after-mlp" if one_step_ahead == 0 else "before-attention")
+            expected = model.forward_head(model.norm(model.blocks[3](model.blocks[2](h))))
+            logits, state = forward_with_state(model, x)
+            torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+            assert state.tokens == (17, 14, 14, 14) and state.eager
+        finally:
+            unpatch(model)
+
+
 @pytest.mark.parametrize("family", ["timm", *families.MODELS])
 @torch.inference_mode()
 def test_r0_is_the_unpatched_model(family):

@@ -32,6 +32,7 @@ class LayerPlan:
     reducer: ReducerSpec
     prop_attn: bool
     options: Mapping[str, Any] = field(default_factory=dict)
+    acts: str = ""  # where the reducer acts with these options (`ReducerSpec.where`); "" for its declared site
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def plan_patch(
         rs = spec.only_active(rs, options, shape)  # blocks the reducer does not act in remove nothing
     use_prop = default_prop_attn(model, spec) if prop_attn is None else bool(prop_attn)
     frozen_options = dict(options)
-    layers = tuple(LayerPlan(v, spec, use_prop, frozen_options) for v in rs)
+    acts = spec.where(frozen_options)
+    layers = tuple(LayerPlan(v, spec, use_prop, frozen_options, acts) for v in rs)
     return PatchInfo(spec.name, label, rs, use_prop, bool(trace_source), original_class(model), layers, frozen_options)
 
 

@@ -111,6 +111,13 @@ class ReducerSpec:
     # (options, layout) -> which blocks reduce at all (one bool per block), for a reducer whose authors switch it
     # on in some blocks only (MCTF's activate_layer); the others are asked for r = 0. None: every block.
     active: Callable[[dict, Layout], tuple[bool, ...]] | None = None
+    # options -> where the reducer acts, for one whose options move it (MCTF without one-step-ahead merges after
+    # the MLP); None: always `acts`.
+    site: Callable[[dict], Site] | None = None
+
+    def where(self, options: dict) -> Site:
+        """Where in the block the reducer acts with these (checked) options."""
+        return self.acts if self.site is None else self.site(self.defaults() | options)
 
     def __call__(self, tokens: LayerTokens, r: int, **options: object) -> Plan:
         r = min(r, self.most(tokens.metric.shape[1], tokens.num_prefix_tokens))
@@ -173,6 +180,7 @@ def reducer_spec(
     budget: Callable[[dict, Layout], tuple[int, ...]] | None = None,
     grid: Callable[[Layout], tuple] | None = None,
     active: Callable[[dict, Layout], tuple[bool, ...]] | None = None,
+    site: Callable[[dict], Site] | None = None,
 ) -> ReducerSpec:
     """The spec of a plan function `fn(tokens, r, **options) -> Plan`, its options read from its signature. Not
     registered: `register` does that; a spec can also be passed to `patch` as it is."""
@@ -200,6 +208,7 @@ def reducer_spec(
         budget=budget,
         grid=grid,
         active=active,
+        site=site,
     )
 
 

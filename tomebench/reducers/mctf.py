@@ -111,6 +111,12 @@ def multi_criteria_matching(
     return unm_idx, src_idx, dst_idx, src2 + pb, dst2_idx, edge_idx2[:, r2:] + pb
 
 
+def _site(options: dict) -> str:
+    """One step ahead (1, or 2 "precise"), the tokens are fused before the attention; without it (0) after the
+    MLP, on the block's own attention (`Block_DEIT.forward`)."""
+    return "before-attention" if options["one_step_ahead"] else "after-mlp"
+
+
 @register(
     "mctf",
     kind="merge",
@@ -119,6 +125,7 @@ def multi_criteria_matching(
     prop_attn=True,
     most=_most,
     active=_active,
+    site=_site,
     source="mlvlab/MCTF@2004da0 utils/mctf.py (mctf, bipartite_soft_matching, merge_wavg); "
     "models/modules/blocks.py Block_DEIT.forward; models/SA/MHSA.py; run/eval_deit_s_mctf.sh",
 )
@@ -129,7 +136,7 @@ def mctf(
     tau_info: Annotated[float, Range(0, MAX_TAU)] = 20.0,
     tau_size: Annotated[float, Range(0, MAX_TAU)] = 40.0,
     bidirection: bool = True,
-    one_step_ahead: Literal[1] = 1,
+    one_step_ahead: Literal[1, 2, 0] = 1,
     pooling: Pooling = "attention",
     first_block: Annotated[int, Range(0, MAX_FIRST_BLOCK)] = 1,
 ) -> Plan:
@@ -137,10 +144,12 @@ def mctf(
 
     tau_sim, tau_info, tau_size: each criterion's temperature (0 switches it off); bidirection: merge A into B and
     then B into A (r // 2 and r - r // 2), else A into B only; one_step_ahead 1: fuse before the attention, the
-    attention matrix fused alongside; pooling: attention x size weighted (the authors' pooling_type 1), size
-    weighted (0), max (2) or mean (3); first_block: blocks before it do not merge (the authors' activate_layer).
+    attention matrix fused alongside; 2 ("precise"): fuse before the attention, then attend over the fused tokens
+    afresh (with their new sizes); 0: fuse after the MLP, on the block's own attention and output; pooling:
+    attention x size weighted (the authors' pooling_type 1), size weighted (0), max (2) or mean (3); first_block:
+    blocks before it do not merge (the authors' activate_layer).
     """
-    x = tokens.x  # (B, N, C) the block's input: the authors match on it, not on keys
+    x = tokens.x  # (B, N, C) the block's input (its output without one-step-ahead): matched on, not the keys
     attn = tokens.attention()  # (B, H, N, N) on the unfused tokens, proportional attention applied
     with torch.no_grad():
         indices = multi_criteria_matching(
@@ -148,4 +157,6 @@ def mctf(
         )
         attn_m = attn.mean(dim=[1, 2]).unsqueeze(-1)  # (B, N, 1) attention received, merge_wavg's weight
     p = tokens.num_prefix_tokens
-    return Bidirectional(p, (p + 1) // 2, *indices, pooling=pooling, attn_m=attn_m, size=tokens.size)
+    return Bidirectional(
+        p, (p + 1) // 2, *indices, pooling=pooling, attn_m=attn_m, size=tokens.size, fuse_attention=one_step_ahead == 1
+    )

@@ -182,6 +182,7 @@ class Bidirectional(Plan):
     pooling: str = "attention"
     attn_m: Tensor | None = None  # (B, N, 1) attention each token receives, for pooling "attention"
     size: Tensor | None = None  # (B, N, 1) the sizes before this merge, for `attend` (None: all ones)
+    fuse_attention: bool = True  # False: `attend` gives None, the block attends over the fused tokens afresh
 
     @property
     def combine(self) -> str:
@@ -222,9 +223,11 @@ class Bidirectional(Plan):
         source = None if source is None else self(source, "amax")
         return merged, self(size, "sum"), source
 
-    def attend(self, probs: Tensor) -> Tensor:
+    def attend(self, probs: Tensor) -> Tensor | None:
         """(B, H, N, N) -> (B, H, N', N'): key columns summed, then query rows pooled as the tokens are (with the
-        sizes before this merge, as the authors' `merge_wavg` does)."""
+        sizes before this merge, as the authors' `merge_wavg` does); None when the plan fuses the tokens only."""
+        if not self.fuse_attention:
+            return None
         b, h, n, _ = probs.shape
         cols = self(probs.permute(0, 3, 1, 2).reshape(b, n, h * n), "sum")  # (B, N', H * Nq)
         k = cols.shape[1]

@@ -17,7 +17,15 @@ from torchvision.models.vision_transformer import VisionTransformer as TvViT
 
 import tomebench
 from tomebench.errors import UsageError
-from tomebench.patch import forward_with_state, num_prefix_tokens, patch, token_counts, unpatch
+from tomebench.patch import (
+    forward_with_state,
+    layout,
+    num_prefix_tokens,
+    patch,
+    patch_info,
+    token_counts,
+    unpatch,
+)
 from tomebench.reducers import REDUCERS
 
 transformers = pytest.importorskip("transformers")
@@ -244,7 +252,14 @@ def test_every_reducer_on_every_family(name, reducer):
     patch(model, reducer=reducer, r=4, trace_source=True)
     logits, state = forward_with_state(model, images(2))
     assert logits.shape == (2, CLASSES) and torch.isfinite(logits).all()
-    expected = 65 + prefix - 1 - (0 if reducer == "none" else 4 * DEPTH)
+    # 4 per block, or what a reducer plans itself (its own knob, the blocks it acts in): the patch says which
+    expected = 65 + prefix - 1 - (0 if reducer == "none" else sum(patch_info(model).r))
+    spec = REDUCERS.get(reducer)
+    assert (
+        spec.kind == "none"
+        or spec.knob != "r"
+        or patch_info(model).r == spec.only_active((4,) * DEPTH, {}, layout(model))
+    )
     assert state.source.shape[1] == expected
     assert torch.equal(state.source[:, :prefix, :prefix], torch.eye(prefix).expand(2, -1, -1))  # prefix in front
 

@@ -188,8 +188,18 @@ def _choice(given: ReducerChoice | str) -> ReducerChoice:
     """A reducer as a checked, canonical choice (a hand-made ReducerChoice is checked too)."""
     if not isinstance(given, ReducerChoice):
         return ReducerChoice.of(str(given))
+    from tomebench.reducers import REDUCERS
+
     checked = ReducerChoice.of(given.name, dict(given.options))
-    return replace(checked, inert=given.inert + checked.inert, given=given.given or checked.given)
+    # A knob option the canonical options carry at its default (so every row says which value it ran) was not set
+    # by anyone: it must not read as given (--match gmacs refuses a knob the user set).
+    spec = REDUCERS.get(checked.name)
+    implied = {spec.knob} if dict(given.options).get(spec.knob, object()) == spec.defaults().get(spec.knob) else set()
+    return replace(
+        checked,
+        inert=given.inert + checked.inert,
+        given=given.given or tuple(k for k in checked.given if k not in implied),
+    )
 
 
 def _check(spec: RunSpec) -> None:

@@ -200,7 +200,8 @@ def test_every_reducer_in_a_real_vit(vits, model_name, name):
     n0 = 101
     spec = REDUCERS.get(name)
     # 4 in every block the reducer acts in (MCTF's authors skip the first), or what its own knob plans
-    assert requested == sum(spec.only_active((4,) * len(model.blocks), {}, layout(model))) or spec.knob != "r"
+    expected = 0 if KINDS[name] == "none" else sum(spec.only_active((4,) * len(model.blocks), {}, layout(model)))
+    assert requested == expected or spec.knob != "r"
     assert n_final == n0 - requested
     assert torch.isfinite(logits).all() and logits.shape == (2, model.num_classes)
     assert state.source.shape == (2, n_final, n0)

@@ -75,8 +75,7 @@ def _most(n: int, p: int) -> int:
     "(after LUMIA-Group/FourierTransformer@cba1dc2 Summarization/transformer_dct/transformer_encoder.py dc_transform)",
 )
 def dct(tokens: LayerTokens, r: int, ratio: Annotated[float, Range(0.01, 1.0)] = 0.9) -> Plan:
-    """DCT low-pass resampling after the MLP: keep the ceil(T * ratio) lowest DCT coefficients of the T non-prefix
-    tokens, every block.
+    """DCT low-pass resampling after the MLP: the T non-prefix tokens become their ceil(T * ratio) lowest DCT terms.
 
     ratio is the knob: the budget (`_budget`) turns it into the r each block removes, r = T - ceil(T * ratio), so
     the plan only needs r: the T non-prefix tokens of x (B, N, C) become T - r, prefix tokens untouched in front.

@@ -129,6 +129,12 @@ class Adapter:
         """Normed tokens (B, N, C) -> q, k, v, each (B, H, N, D), after any q/k norm."""
         raise NotImplementedError
 
+    def queries_keys(self, attn: nn.Module, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Normed tokens (B, N, C) -> q, k (B, H, N, D) alone, after any q/k norm, for a block whose values come from
+        other tokens (a reducer fuses them before attention). Families with a packed projection compute q, k only."""
+        q, k, _ = self.qkv(attn, h)
+        return q, k
+
     def values(self, attn: nn.Module, h: Tensor) -> Tensor:
         """Normed tokens (B, N, C) -> v (B, H, N, D) alone, for a block whose attention matrix was computed on other
         tokens (a reducer fused them before attention). Families with a packed projection compute v only."""

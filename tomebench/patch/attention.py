@@ -21,7 +21,7 @@ class AttentionParts:
 
     q: Tensor
     k: Tensor
-    v: Tensor
+    v: Tensor | None  # None before a fusion ahead of attention: the values are then the fused tokens'
     x: Tensor
     bias: Tensor | None
     scale: float
@@ -96,7 +96,10 @@ def attention(
 
         adapter = ADAPTERS.get("timm")
     b, n, _ = x.shape
-    q, k, v = adapter.qkv(attn, x)  # (B, H, N, D) each
+    if probabilities_only:  # the values will be those of other tokens (fused before attention): q, k only
+        (q, k), v = adapter.queries_keys(attn, x), None  # (B, H, N, D) each
+    else:
+        q, k, v = adapter.qkv(attn, x)  # (B, H, N, D) each
     scale = adapter.attn_scale(attn)
     bias = None if size is None else size.log()[:, None, None, :, 0].to(q.dtype)  # (B, 1, 1, N)
     probs = None

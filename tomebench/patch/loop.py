@@ -98,8 +98,9 @@ def _block_forward(
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """One pre-norm block with token reduction where the reducer acts. x: (B, N, C) -> (B, N - r, C)."""
     spec = layer.reducer
+    acts = layer.acts or spec.acts
     r = min(layer.r, spec.most(x.shape[1], p))  # the clamp: never more than the block's tokens allow
-    if r > 0 and spec.acts == "before-attention":
+    if r > 0 and acts == "before-attention":
         x, size, source = _fused_before_attention(
             adapter, block, layer, r, index, x, size, source, p, has_cls, depth, built
         )
@@ -116,11 +117,11 @@ def _block_forward(
         built,
     )
     x = adapter.attn_residual(block, x, attn_out)
-    if parts is not None and spec.acts == "attention-mlp":
+    if parts is not None and acts == "attention-mlp":
         plan = spec.plan(parts.tokens(size, p, index, has_cls, x, depth), r, **layer.options)
         x, size, source = plan.apply(x, size, source)
     x = adapter.mlp_residual(block, x)
-    if parts is not None and spec.acts == "after-mlp":
+    if parts is not None and acts == "after-mlp":
         plan = spec.plan(parts.tokens(size, p, index, has_cls, x, depth), r, **layer.options)
         x, size, source = plan.apply(x, size, source)
     return x, size, source
@@ -160,6 +161,9 @@ def _fused_before_attention(
     fused, size, source = plan.apply(x, size, source)
     probs = plan.attend(parts.probs)  # (B, H, N', N')
     h = adapter.attn_input(block, fused)
+    if probs is None:  # the plan fuses the tokens only (MCTF's "precise" one-step-ahead): attend over them afresh
+        out, _ = attention(attn, h, size if layer.prop_attn else None, False, fused, adapter)
+        return adapter.attn_residual(block, fused, out), size, source
     v = adapter.values(attn, h)  # (B, H, N', D)
     b, n, _ = h.shape
     out = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(b, n, -1)  # (B, N', H * D)

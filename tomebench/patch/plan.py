@@ -32,6 +32,7 @@ class LayerPlan:
     reducer: ReducerSpec
     prop_attn: bool
     options: Mapping[str, Any] = field(default_factory=dict)
+    acts: str = ""  # where the reducer acts with these options (`ReducerSpec.where`); "" for its declared site
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,13 @@ def plan_patch(
     else:
         rs = layer_schedule(r if isinstance(schedule, (str, Schedule)) else _whole_r(schedule), depth)
         label = schedule_label(rs)
+    if spec.kind != "none" and spec.budget is None:
+        rs = spec.only_active(rs, options, shape)  # blocks the reducer does not act in remove nothing
     use_prop = default_prop_attn(model, spec) if prop_attn is None else bool(prop_attn)
     frozen_options = dict(options)
     blocks = spec.blocks(spec.defaults() | options, shape)  # per-block arguments of a reducer that declares them
-    layers = tuple(LayerPlan(v, spec, use_prop, frozen_options | extra) for v, extra in zip(rs, blocks))
+    acts = spec.where(frozen_options)
+    layers = tuple(LayerPlan(v, spec, use_prop, frozen_options | extra, acts) for v, extra in zip(rs, blocks))
     return PatchInfo(spec.name, label, rs, use_prop, bool(trace_source), original_class(model), layers, frozen_options)
 
 

@@ -26,6 +26,7 @@ from tomebench.reducers.plans import (
     PerImage,
     Plan,
     PruneMerge,
+    Resample,
     Split,
     merge_tokens,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "Plan",
     "PruneMerge",
     "ReducerSpec",
+    "Resample",
     "Split",
     "max_r",
     "merge_tokens",

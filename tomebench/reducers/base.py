@@ -23,7 +23,9 @@ from tomebench.reducers.options import Option, canonical, options_of, validate
 from tomebench.reducers.plans import IDENTITY, Plan
 from tomebench.registry import Registry
 
-Kind = Literal["merge", "prune", "hybrid", "none"]
+# resample: every output token is a linear combination of all the input tokens (DCT's low-pass resampling), so no
+# token stands for a countable set of patches.
+Kind = Literal["merge", "prune", "hybrid", "resample", "none"]
 # Where in a block the reducer acts: between attention and MLP (ToMe), before attention (MCTF's one-step-ahead
 # fusion), after the MLP (DCT).
 Site = Literal["attention-mlp", "before-attention", "after-mlp"]
@@ -112,6 +114,16 @@ class ReducerSpec:
     # blocks differ by more than their r (a released schedule that prunes, then merges, its own amounts per block).
     # Decided once, when a configuration is planned; keyword-only parameters are never user options.
     per_block: Callable[[dict, Layout], tuple[dict, ...]] | None = None
+    # (options, layout) -> which blocks reduce at all (one bool per block), for a reducer whose authors switch it
+    # on in some blocks only (MCTF's activate_layer); the others are asked for r = 0. None: every block.
+    active: Callable[[dict, Layout], tuple[bool, ...]] | None = None
+    # options -> where the reducer acts, for one whose options move it (MCTF without one-step-ahead merges after
+    # the MLP); None: always `acts`.
+    site: Callable[[dict], Site] | None = None
+
+    def where(self, options: dict) -> Site:
+        """Where in the block the reducer acts with these (checked) options."""
+        return self.acts if self.site is None else self.site(self.defaults() | options)
 
     def __call__(self, tokens: LayerTokens, r: int, **options: object) -> Plan:
         r = min(r, self.most(tokens.metric.shape[1], tokens.num_prefix_tokens))
@@ -146,9 +158,15 @@ class ReducerSpec:
             if isinstance(r, tuple):
                 raise UsageError(f"reducer {self.name} spends r its own way, block by block: give one r, not a list")
             return tuple(self.budget(self.defaults() | options, layout, r))
-        if isinstance(r, tuple):
-            return r
-        return schedule.per_layer(r, layout.depth)
+        requested = r if isinstance(r, tuple) else schedule.per_layer(r, layout.depth)
+        return self.only_active(requested, options, layout)
+
+    def only_active(self, requested: tuple[int, ...], options: dict, layout: Layout) -> tuple[int, ...]:
+        """The requested r of every block, 0 in the blocks the reducer does not act in (`active`)."""
+        if self.active is None:
+            return tuple(requested)
+        on = self.active(self.defaults() | options, layout)
+        return tuple(v if active else 0 for v, active in zip(requested, on))
 
     def blocks(self, options: dict, layout: Layout) -> tuple[dict, ...]:
         """The per-block keyword-only arguments of the plan function (one dict per block; empty dicts when the
@@ -182,6 +200,8 @@ def reducer_spec(
     budget: Callable[..., tuple[int, ...]] | None = None,
     grid: Callable[[Layout], tuple] | None = None,
     per_block: Callable[[dict, Layout], tuple[dict, ...]] | None = None,
+    active: Callable[[dict, Layout], tuple[bool, ...]] | None = None,
+    site: Callable[[dict], Site] | None = None,
 ) -> ReducerSpec:
     """The spec of a plan function `fn(tokens, r, **options) -> Plan`, its options read from its signature. Not
     registered: `register` does that; a spec can also be passed to `patch` as it is."""
@@ -209,6 +229,8 @@ def reducer_spec(
         budget=budget,
         grid=grid,
         per_block=per_block,
+        active=active,
+        site=site,
     )
 
 

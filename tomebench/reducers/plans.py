@@ -10,6 +10,7 @@ kind of plan (a fused token, a prune-then-merge) is a new class here, not a bran
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -260,6 +261,138 @@ class PruneMerge(Plan):
         size = new_size
         if source is not None:
             source = self(source, "amax")
+        return x, size, source
+
+
+@dataclass(frozen=True, eq=False)
+class Bidirectional(Plan):
+    """Bidirectional bipartite merging (MCTF): A (even positions) into B (odd), then B into the A tokens left.
+
+    Step 1: the A tokens `src_idx` (B, r1, 1) merge into their B partners `dst_idx` (B, r1, 1); the A tokens
+    `unm_idx` (B, Na - r1, 1) stay (A prefix tokens among them, first). Step 2: the non-prefix B tokens `src2_idx`
+    (B, r2, 1) (indices into B) merge into `dst2_idx` (B, r2, 1), positions in the A tokens left; `unm2_idx` (B,
+    Nb - pb - r2, 1) stay. Output: [prefix tokens, the A tokens left (non-prefix), the B tokens left (non-prefix)].
+    Without step 2 (`src2_idx` None): [prefix tokens, the A tokens left, B without its prefix tokens].
+
+    pooling, how merged tokens combine (MCTF's `merge_wavg`): "attention" weighs each token by the attention it
+    receives x its size over the largest size (`weight`, (B, N, 1)); "size" by its size; "max" max-pools; "mean"
+    averages. Sizes add up either way. `attend` fuses the block's attention matrix alongside: key columns summed,
+    query rows pooled the same way as the tokens."""
+
+    num_prefix: int
+    prefix_in_a: int
+    unm_idx: Tensor
+    src_idx: Tensor
+    dst_idx: Tensor
+    src2_idx: Tensor | None
+    dst2_idx: Tensor | None
+    unm2_idx: Tensor | None
+    pooling: str = "attention"
+    attn_m: Tensor | None = None  # (B, N, 1) attention each token receives, for pooling "attention"
+    size: Tensor | None = None  # (B, N, 1) the sizes before this merge, for `attend` (None: all ones)
+    fuse_attention: bool = True  # False: `attend` gives None, the block attends over the fused tokens afresh
+
+    @property
+    def combine(self) -> str:
+        """ "weighted" (by size, ToMe's rule) for pooling "size"; else the pooling's own name."""
+        return "weighted" if self.pooling == "size" else self.pooling
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        """(B, N, C) -> (B, N - r, C), merged rows reduced by `mode` ("sum", "amax", "mean")."""
+        a, b = x[:, ::2], x[:, 1::2]
+        batch, _, c = x.shape
+        p, pa = self.num_prefix, self.prefix_in_a
+        pb = p - pa
+        unm = a.gather(1, self.unm_idx.expand(batch, -1, c))  # (B, Na - r1, C)
+        src = a.gather(1, self.src_idx.expand(batch, -1, c))  # (B, r1, C)
+        dst = b.scatter_reduce(1, self.dst_idx.expand(batch, -1, c), src, reduce=mode)  # (B, Nb, C)
+        if self.src2_idx is None:
+            return torch.cat([x[:, :p], unm[:, pa:], dst[:, pb:]], dim=1)
+        src2 = dst.gather(1, self.src2_idx.expand(batch, -1, c))  # (B, r2, C)
+        unm2 = dst.gather(1, self.unm2_idx.expand(batch, -1, c))  # (B, Nb - pb - r2, C)
+        dst2 = unm.scatter_reduce(1, self.dst2_idx.expand(batch, -1, c), src2, reduce=mode)  # (B, Na - r1, C)
+        return torch.cat([x[:, :p], dst2[:, pa:], unm2], dim=1)
+
+    def apply(self, x, size, source):
+        if size is None:
+            size = torch.ones_like(x[..., :1])
+        if self.pooling == "attention":
+            # merge_wavg, pooling_type 1: x * attn_m * (size / size_max) summed, over the same weights summed
+            ratio = size / size.amax(dim=-2, keepdim=True)
+            merged = self(x * self.attn_m * ratio, "sum") / self(self.attn_m * ratio, "sum")
+        elif self.pooling == "size":
+            merged = self(x * size, "sum") / self(size, "sum")
+        elif self.pooling == "max":
+            merged = self(x, "amax")
+        else:  # mean
+            merged = self(x, "sum") / self(torch.ones_like(size), "sum")
+        # Prefix tokens are never merged: put back exactly (pooling them through w * x / w is off by a rounding).
+        merged = torch.cat([x[:, : self.num_prefix], merged[:, self.num_prefix :].to(x.dtype)], dim=1)
+        source = None if source is None else self(source, "amax")
+        return merged, self(size, "sum"), source
+
+    def attend(self, probs: Tensor) -> Tensor | None:
+        """(B, H, N, N) -> (B, H, N', N'): key columns summed, then query rows pooled as the tokens are (with the
+        sizes before this merge, as the authors' `merge_wavg` does); None when the plan fuses the tokens only."""
+        if not self.fuse_attention:
+            return None
+        b, h, n, _ = probs.shape
+        cols = self(probs.permute(0, 3, 1, 2).reshape(b, n, h * n), "sum")  # (B, N', H * Nq)
+        k = cols.shape[1]
+        cols = cols.reshape(b, k, h, n).permute(0, 2, 3, 1)  # (B, H, Nq, N')
+
+        def rows(t: Tensor, mode: str) -> Tensor:  # (B, H, Nq, N') -> (B, H, N', N'), query rows merged
+            out = self(t.permute(0, 2, 1, 3).reshape(b, n, h * k), mode)  # (B, N', H * N')
+            return out.reshape(b, k, h, k).permute(0, 2, 1, 3)
+
+        size = torch.ones_like(probs[:, 0, :, :1]) if self.size is None else self.size.to(probs.dtype)  # (B, N, 1)
+        if self.pooling == "max":
+            return rows(cols, "amax")
+        if self.pooling == "mean":
+            return rows(cols, "sum") / self(torch.ones_like(size), "sum")[:, None]
+        if self.pooling == "size":
+            return rows(cols * size[:, None], "sum") / self(size, "sum")[:, None]
+        ratio = size / size.amax(dim=-2, keepdim=True)
+        return rows(cols * self.attn_m[:, None] * ratio[:, None], "sum") / self(self.attn_m * ratio, "sum")[:, None]
+
+
+def no_autocast(device: str) -> contextlib.AbstractContextManager:
+    """Autocast switched off on `device` where it is on (a product that must keep its float32), else nothing: the
+    meta device (the FLOP count's) has no autocast at all."""
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True, eq=False)
+class Resample(Plan):
+    """A linear resampling of the non-prefix tokens: [prefix tokens, matrix @ the other tokens], matrix (M, T).
+
+    Every output token mixes all T input tokens, so none stands for a countable set of patches: sizes that were
+    implicit (None) stay so (no token weighs more than another, as in the DCT port, which tracks no sizes); given
+    sizes are spread evenly over the M tokens (their total is kept); each output token's source is the union of
+    the inputs' sources. The product runs in float32 (float64 for float64 tokens) with autocast off, as the authors
+    run their DCT in float32, and comes back in the tokens' own dtype."""
+
+    matrix: Tensor
+    num_prefix: int
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        p = self.num_prefix
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with no_autocast(x.device.type):
+            rest = self.matrix.to(work) @ x[:, p:].to(work)  # (B, M, C)
+        return torch.cat([x[:, :p], rest.to(x.dtype)], dim=1)
+
+    def apply(self, x, size, source):
+        p, m = self.num_prefix, self.matrix.shape[0]
+        x = self(x)
+        if size is not None:
+            spread = size[:, p:].sum(dim=1, keepdim=True) / m  # (B, 1, 1)
+            size = torch.cat([size[:, :p], spread.expand(-1, m, -1)], dim=1)
+        if source is not None:
+            union = source[:, p:].amax(dim=1, keepdim=True)  # (B, 1, N0)
+            source = torch.cat([source[:, :p], union.expand(-1, m, -1)], dim=1)
         return x, size, source
 
 

@@ -89,6 +89,16 @@ class TimmAdapter(Adapter):
         q, k, v = qkv.unbind(0)
         return attn.q_norm(q), attn.k_norm(k), v
 
+    def queries_keys(self, attn: nn.Module, h: Tensor) -> tuple[Tensor, Tensor]:
+        from torch.nn.functional import linear
+
+        b, n, _ = h.shape
+        d = attn.num_heads * attn.head_dim
+        weight, bias = attn.qkv.weight[: 2 * d], None if attn.qkv.bias is None else attn.qkv.bias[: 2 * d]
+        qk = linear(h, weight, bias).reshape(b, n, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = qk.unbind(0)  # (B, H, N, D) each
+        return attn.q_norm(q), attn.k_norm(k)
+
     def values(self, attn: nn.Module, h: Tensor) -> Tensor:
         from torch.nn.functional import linear
 

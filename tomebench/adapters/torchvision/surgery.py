@@ -76,6 +76,23 @@ class TorchvisionAdapter(Adapter):
         qkv = packed.reshape(b, n, 3, heads, attn.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
         return qkv.unbind(0)
 
+    def queries_keys(self, attn: nn.Module, h: Tensor) -> tuple[Tensor, Tensor]:
+        from torch.nn.functional import linear
+
+        b, n, c = h.shape
+        bias = None if attn.in_proj_bias is None else attn.in_proj_bias[: 2 * c]
+        qk = linear(h, attn.in_proj_weight[: 2 * c], bias)  # (B, N, 2C): q, k
+        q, k = qk.reshape(b, n, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k
+
+    def values(self, attn: nn.Module, h: Tensor) -> Tensor:
+        from torch.nn.functional import linear
+
+        b, n, c = h.shape
+        bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * c :]
+        v = linear(h, attn.in_proj_weight[2 * c :], bias)  # (B, N, C)
+        return v.reshape(b, n, attn.num_heads, attn.head_dim).transpose(1, 2)  # (B, H, N, D)
+
     def attn_scale(self, attn: nn.Module) -> float:
         return attn.head_dim**-0.5
 

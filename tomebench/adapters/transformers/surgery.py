@@ -126,6 +126,15 @@ class TransformersAdapter(Adapter):
             for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
         )
 
+    def queries_keys(self, attn: nn.Module, h: Tensor) -> tuple[Tensor, Tensor]:
+        b, n, _ = h.shape
+        q, k = (proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj))
+        return q, k
+
+    def values(self, attn: nn.Module, h: Tensor) -> Tensor:
+        b, n, _ = h.shape
+        return attn.v_proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2)  # (B, H, N, D)
+
     def attn_scale(self, attn: nn.Module) -> float:
         return attn.scaling
 

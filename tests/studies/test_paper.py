@@ -60,6 +60,13 @@ def test_diffrate_paper_rows_are_what_a_run_of_them_writes():
     )
 
 
+def test_ppt_paper_row_holds_the_r_its_blocks_spend():
+    # PPT's knob is r, spent its own way (r at each of blocks 3, 6, 9): the row holds r as given, as a run writes.
+    before, after = paper_rows(CONFIGS / "ppt_deit_s_r50.toml")
+    assert (after.reducer, after.r, after.schedule, after.prop_attn) == ("ppt", 50, "native", True)
+    assert (before.top1, after.top1) == (79.8, 79.498) and "2.944 GMACs" in after.note
+
+
 def test_paper_rows_name_the_model_a_run_would_write():
     before, after = paper_rows(CONFIGS / "vit_b_r13.toml")
     assert before.model == after.model == "vit_base_patch16_224.augreg_in21k_ft_in1k"

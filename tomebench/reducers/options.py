@@ -61,9 +61,9 @@ class Option:
                 high = "" if self.high is None else _num(self.high)
                 bounds = f"{low}..{high}"
                 allowed = f"{allowed}, {bounds}" if allowed else bounds
-        when = ", ".join(f"{k}={v}" for k, v in self.applies_when)
+        when = _condition(self.applies_when)
         default = ",".join(map(str, self.default)) if self.kind is tuple else self.default
-        return f"{self.name}={default}" + (f" ({allowed})" if allowed else "") + (f"; only with {when}" if when else "")
+        return f"{self.name}={default}" + (f" ({allowed})" if allowed else "") + (f"; only {when}" if when else "")
 
     def check(self, reducer: str, value: object) -> object:
         """The value, if this option accepts it (an int where a float is asked becomes a float); else UsageError."""
@@ -187,7 +187,13 @@ def inert(options: tuple[Option, ...], given: Mapping[str, object]) -> list[str]
     accepted = {option.name: option for option in options}
     full = {name: option.default for name, option in accepted.items()} | dict(given)
     return [
-        f"{key} (only with {', '.join(f'{k}={v}' for k, v in accepted[key].applies_when)})"
+        f"{key} (only {_condition(accepted[key].applies_when)})"
         for key in sorted(given)
         if accepted[key].applies_when and not all(full.get(k) == v for k, v in accepted[key].applies_when)
     ]
+
+
+def _condition(applies_when: tuple[tuple[str, object], ...]) -> str:
+    """An Applies condition as a reader says it: "with partition=random", or "without prune_kept" where the
+    condition is that an option is left empty (DiffRate's target applies only without a schedule of one's own)."""
+    return ", ".join(f"without {k}" if v == "" else f"with {k}={v}" for k, v in applies_when)

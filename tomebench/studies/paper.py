@@ -98,8 +98,13 @@ def _own_knob(reducer, options: dict, path: Path) -> tuple[int, str, str | None]
     with torch.device("meta"):
         model = timm.create_model(architecture, pretrained=False, **kwargs)
     reducer.check(checked, layout(model))
-    requested = reducer.requested(0, None, reducer.defaults() | checked, layout(model))
     label = ",".join(f"{k}={v}" for k, v in reducer.canonical(checked)) or None
+    if reducer.knob == "r":  # r spent the reducer's own way (PPT: r at each of its blocks): the row holds r as given
+        r_values = [r for r in parse_r_values(str(options.get("r", "0"))) if r > 0]
+        if len(r_values) != 1:
+            raise UsageError(f"{path}: a paper config names one r > 0, got {options.get('r')!r}")
+        return r_values[0], NATIVE, label
+    requested = reducer.requested(0, None, reducer.defaults() | checked, layout(model))
     return nominal_r(requested), NATIVE, label
 
 

@@ -44,9 +44,7 @@ def count_accuracy(
     if images is None or not sizes:
         return {}
     if shard is not None:
-        images = datasets.ImageList(
-            images.files[shard[0] : shard[1]], images.labels[shard[0] : shard[1]], images.classes, images.name
-        )
+        images = images.shard(*shard)
     progress = progress or Silent()
     progress.phase(f"accuracy{tag}", len(images.files))
     loaded, device = setup.loaded, setup.device
@@ -68,7 +66,14 @@ def count_accuracy(
     try:
         with compiled.limits(len(setup.configs)) if setup.spec.compile else nullcontext():
             evaluation = evaluate_in_one_pass(
-                setup.model, prepares, loader, normalize, setup.autocast, progress.advance, [sizes[i] for i in indices]
+                setup.model,
+                prepares,
+                loader,
+                normalize,
+                setup.autocast,
+                progress.advance,
+                [sizes[i] for i in indices],
+                images.valid,
             )
     finally:
         unpatch(setup.model)

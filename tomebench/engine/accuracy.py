@@ -8,6 +8,7 @@ import os
 from contextlib import nullcontext
 
 from tomebench import data as datasets
+from tomebench.data import cache
 from tomebench.engine.progress import Progress, Silent
 from tomebench.engine.setup import Setup
 from tomebench.engine.throughput import Throughput
@@ -48,14 +49,25 @@ def count_accuracy(
     progress = progress or Silent()
     progress.phase(f"accuracy{tag}", len(images.files))
     loaded, device = setup.loaded, setup.device
-    loader = datasets.make_loader(
-        images,
-        loaded.data_config,
-        setup.eval_batch_size,
-        workers(setup.spec.workers),
-        pin_memory=device.type == "cuda",
-        transform=loaded.transform,
-    )
+    pin = device.type == "cuda"
+
+    def decode():
+        return datasets.make_loader(
+            images,
+            loaded.data_config,
+            setup.eval_batch_size,
+            workers(setup.spec.workers),
+            pin_memory=pin,
+            transform=loaded.transform,
+        )
+
+    if setup.spec.cache_data is None:
+        loader = decode()
+    else:
+        # The decoded crops of an earlier pass with the same samples and data config, or this pass's, kept.
+        loader = cache.batches(
+            setup.spec.cache_data, images, loaded.data_config, loaded.transform, setup.eval_batch_size, pin, decode
+        )
     normalize = datasets.DeviceNormalize(loaded.data_config, device)
     indices = list(sizes)
     prepares = [setup.prepare(i) for i in indices]

@@ -29,13 +29,14 @@ def _library():
 
 
 def holds_dataset(root: Path) -> bool:
-    """A save_to_disk folder (its state.json or dataset_dict.json), or parquet shards in it or one level down
+    """A save_to_disk folder (its state.json or dataset_dict.json), or parquet shards in it or in its data/
     (`data/validation-00000-of-00014.parquet`, as the hub stores imagenet-1k)."""
     if not root.is_dir():
         return False
     if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
         return True
-    return next(root.glob("*.parquet"), None) is not None or next(root.glob("*/*.parquet"), None) is not None
+    # Not a recursive search: an ImageNet class folder holds a million files, and is no dataset.
+    return next(root.glob("*.parquet"), None) is not None or next((root / "data").glob("*.parquet"), None) is not None
 
 
 def open_hub(where: str, notes: list[str]) -> ImageList:

@@ -40,6 +40,9 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "dtype": (str,),
     "data": (str,),
     "labels": (str,),
+    "real_labels": (str,),
+    "class_subset": (str,),
+    "cache_data": (str,),
     "limit": (int,),
     "pretrained": (bool,),
     "checkpoint": (str,),
@@ -71,7 +74,7 @@ PAPER_KEYS: dict[str, tuple[type, ...]] = {
     "device": (str,),
     "source": (str,),
 }
-PATHS = ("labels", "checkpoint", "out", "baseline")
+PATHS = ("labels", "checkpoint", "out", "baseline", "real_labels", "cache_data")
 
 
 # Options only some commands take, and which: a key another command would take is named as such.

@@ -74,12 +74,35 @@ DataOpt = Annotated[
     Optional[str],
     typer.Option(
         metavar="DATA",
-        help="synthetic (throughput only), demo (the digits test split) or an image folder. "
+        help="synthetic (throughput only), demo (the digits test split), an image folder, a Hugging Face dataset "
+        "(hf:NAME[:SPLIT], a save_to_disk or parquet folder) or WebDataset shards (wds:PATTERN, a folder of .tar). "
         "Default: demo for the demo model, else synthetic.",
     ),
 ]
 LabelsOpt = Annotated[
-    Optional[Path], typer.Option(metavar="FILE", help="Labels for a flat image folder: one per line, or name,label.")
+    Optional[Path],
+    typer.Option(
+        metavar="FILE",
+        help="Labels for a flat image folder: one per line, name,label, the devkit's "
+        "ILSVRC2012_validation_ground_truth.txt (meta.mat beside it) or Kaggle's LOC_val_solution.csv.",
+    ),
+]
+RealLabelsOpt = Annotated[
+    Optional[Path], typer.Option(metavar="FILE", help="ImageNet-ReaL's real.json: real_top1 beside top1 (as timm).")
+]
+ClassSubsetOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--class-subset",
+        "--valid-labels",
+        metavar="SUBSET",
+        help="Class folders onto the model's classes: synsets (ImageNet-A/R), indices (ImageNet-V2), or a file of "
+        "class indices, one per sorted folder (timm's --valid-labels); fewer classes restrict the logits.",
+    ),
+]
+CacheDataOpt = Annotated[
+    Optional[Path],
+    typer.Option(metavar="DIR", help="Keep the decoded crops here; later sweeps with the same data config read them."),
 ]
 LimitOpt = Annotated[
     Optional[int], typer.Option(metavar="N", help="Evaluate a class-balanced, deterministic subset of N images.")

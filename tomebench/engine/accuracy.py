@@ -8,6 +8,7 @@ import os
 from contextlib import nullcontext
 
 from tomebench import data as datasets
+from tomebench.data import cache
 from tomebench.engine.progress import Progress, Silent
 from tomebench.engine.setup import Setup
 from tomebench.engine.throughput import Throughput
@@ -44,20 +45,29 @@ def count_accuracy(
     if images is None or not sizes:
         return {}
     if shard is not None:
-        images = datasets.ImageList(
-            images.files[shard[0] : shard[1]], images.labels[shard[0] : shard[1]], images.classes, images.name
-        )
+        images = images.shard(*shard)
     progress = progress or Silent()
     progress.phase(f"accuracy{tag}", len(images.files))
     loaded, device = setup.loaded, setup.device
-    loader = datasets.make_loader(
-        images,
-        loaded.data_config,
-        setup.eval_batch_size,
-        workers(setup.spec.workers),
-        pin_memory=device.type == "cuda",
-        transform=loaded.transform,
-    )
+    pin = device.type == "cuda"
+
+    def decode():
+        return datasets.make_loader(
+            images,
+            loaded.data_config,
+            setup.eval_batch_size,
+            workers(setup.spec.workers),
+            pin_memory=pin,
+            transform=loaded.transform,
+        )
+
+    if setup.spec.cache_data is None:
+        loader = decode()
+    else:
+        # The decoded crops of an earlier pass with the same samples and data config, or this pass's, kept.
+        loader = cache.batches(
+            setup.spec.cache_data, images, loaded.data_config, loaded.transform, setup.eval_batch_size, pin, decode
+        )
     normalize = datasets.DeviceNormalize(loaded.data_config, device)
     indices = list(sizes)
     prepares = [setup.prepare(i) for i in indices]
@@ -68,7 +78,14 @@ def count_accuracy(
     try:
         with compiled.limits(len(setup.configs)) if setup.spec.compile else nullcontext():
             evaluation = evaluate_in_one_pass(
-                setup.model, prepares, loader, normalize, setup.autocast, progress.advance, [sizes[i] for i in indices]
+                setup.model,
+                prepares,
+                loader,
+                normalize,
+                setup.autocast,
+                progress.advance,
+                [sizes[i] for i in indices],
+                images.valid,
             )
     finally:
         unpatch(setup.model)

@@ -235,6 +235,19 @@ def _absolute(spec: RunSpec) -> RunSpec:
         return None if path is None else Path(path).expanduser().resolve()
 
     data = spec.data
-    if data not in (None, DEMO_DATA, SYNTHETIC):
+    if data is not None and data.startswith("wds:") and not data[4:].startswith("/"):
+        data = "wds:" + str(Path(data[4:]).expanduser().absolute())  # a pattern: {00..63} is no path to resolve
+    elif data not in (None, DEMO_DATA, SYNTHETIC) and not data.startswith(("hf:", "wds:")):
         data = str(Path(data).expanduser().resolve())
-    return replace(spec, data=data, labels=resolved(spec.labels), checkpoint=resolved(spec.checkpoint))
+    subset = spec.class_subset
+    if subset is not None and subset not in ("synsets", "indices"):
+        subset = str(resolved(subset))
+    return replace(
+        spec,
+        data=data,
+        labels=resolved(spec.labels),
+        checkpoint=resolved(spec.checkpoint),
+        real_labels=resolved(spec.real_labels),
+        class_subset=subset,
+        cache_data=resolved(spec.cache_data),
+    )

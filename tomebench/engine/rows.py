@@ -55,7 +55,7 @@ def group_rows(
             latency.get(i),
             base_latency,
             throughput.gave_up_s,
-            setup.loaded.num_classes,
+            _classes(setup),
         )
         rows.append(replace(row, device_name=throughput.device_name or None))
     raw = {throughput.labels[i]: throughput.timings[i] for i in throughput.timings}
@@ -94,6 +94,7 @@ def make_row(
         # Among 5 classes or fewer every label is in the top 5: a top-5 of 100% says nothing.
         top5 = acc.top5 if classes is None or classes > TOP_K else None
         values.update(top1=acc.top1, top5=top5, n_images=acc.n_images, dataset=images.name, n_unreadable=acc.skipped)
+        values.update(real_top1=acc.real_top1)
         if top5 is None and acc.top5 is not None:
             notes.append(f"no top-5: the model predicts {classes} classes")
         if acc.error:
@@ -102,6 +103,12 @@ def make_row(
             notes.append(f"{acc.skipped} unreadable image(s) skipped")
     note = "; ".join(n for n in notes if n)
     return replace(identity, note=note or None, **values)
+
+
+def _classes(setup: Setup) -> int:
+    """The classes an image's prediction is chosen among: the model's, or a class subset's (ImageNet-A/R)."""
+    images = setup.images
+    return setup.loaded.num_classes if images is None or images.valid is None else len(images.valid)
 
 
 def _latency(values: dict, latency: Timing | None, base: Timing | None) -> list[str]:

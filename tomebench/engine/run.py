@@ -168,6 +168,8 @@ def settings(spec: RunSpec, setup: Setup) -> dict:
         "data": data_source(spec, setup.loaded),
         "labels": None if spec.labels is None else str(spec.labels),
         "limit": spec.limit,
+        "real_labels": None if spec.real_labels is None else str(spec.real_labels),
+        "class_subset": spec.class_subset,
         "dataset": None if images is None else images.name,
         "n_files": None if images is None else len(images.files),
         "tomebench": __version__,

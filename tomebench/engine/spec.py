@@ -113,6 +113,11 @@ class RunSpec:
     data: str | None = None  # None: the demo's digits for the demo model, else synthetic (throughput only)
     labels: Path | None = None
     limit: int | None = None
+    real_labels: Path | None = None  # ImageNet-ReaL's real.json: real_top1 beside top1
+    # ImageNet-A/R/V2: "synsets" or "indices" (what the class folders are named by), or a file of model class
+    # indices, one per sorted class folder (timm's --valid-labels); fewer classes than the model's restrict its logits.
+    class_subset: str | None = None
+    cache_data: Path | None = None  # a folder for decoded crops, reused by later sweeps with the same data config
     pretrained: bool = True
     checkpoint: Path | None = None
     repeats: int | None = None  # None: the device's TimingPlan default
@@ -176,7 +181,7 @@ def _normalised(spec: RunSpec) -> dict[str, Any]:
         out["r"] = (r,) if isinstance(r, int) and not isinstance(r, bool) else tuple(dict.fromkeys(r))
     kwargs = spec.model_kwargs
     out["model_kwargs"] = tuple(sorted((dict(kwargs) if isinstance(kwargs, Mapping) else dict(kwargs)).items()))
-    for name in ("labels", "checkpoint"):
+    for name in ("labels", "checkpoint", "real_labels", "cache_data"):
         value = getattr(spec, name)
         out[name] = None if value is None else Path(value).expanduser()
     if spec.configs is not None and not callable(spec.configs):

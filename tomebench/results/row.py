@@ -82,6 +82,8 @@ class Row:
     # rounds narrow it; speedup_p10/p90, the scatter of single rounds, do not narrow). What figures rank by.
     speedup_ci_low: float | None = None
     speedup_ci_high: float | None = None
+    # Appended by issue 24: ImageNet-ReaL top-1 (--real-labels), beside top1 as timm's validate.py reports it.
+    real_top1: float | None = None
 
     def with_environment(self, env: Environment) -> Row:
         return replace(self, **asdict(env))

@@ -115,7 +115,47 @@ def batch() -> str:
     return "\n".join(lines)
 
 
+# Where each method was published; the rest of the reducer table comes from what each reducer declares.
+VENUES = {
+    "tome": "ICLR 2023",
+    "prune": "ToMe's baseline (ICLR 2023)",
+    "attn-prune": "ToMe's baseline (ICLR 2023)",
+    "kmeans": "ToMe's baseline (ICLR 2023)",
+    "evit": "ICLR 2022",
+    "pitome": "NeurIPS 2024",
+    "diffrate": "ICCV 2023",
+    "ppt": "arXiv 2310.01812 (2023)",
+    "mctf": "CVPR 2024",
+    "dct": "Findings of ACL 2023 (Fourier Transformer)",
+}
+
+
+def reducers() -> str:
+    """Every registered reducer as it declares itself: venue, the code it reproduces, knob, site, needs, default
+    proportional attention and the attention it runs."""
+    from tomebench.reducers import REDUCERS
+
+    lines = [
+        "| reducer | venue | reproduces | knob | acts | reads | prop. attn | attention |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for entry in sorted(
+        REDUCERS, key=lambda e: (e.name not in VENUES, list(VENUES).index(e.name) if e.name in VENUES else 0)
+    ):
+        spec = entry.obj
+        if spec.kind == "none":
+            continue
+        source = spec.source.split(" ")[0] if "@" in spec.source.split(" ")[0] else spec.source
+        attention = "eager (full matrix)" if "attention" in spec.needs else "fused (SDPA)"
+        lines.append(
+            f"| `{entry.name}` | {VENUES.get(entry.name, '')} | {source} | `{spec.knob}` | {spec.acts} "
+            f"| {', '.join(sorted(spec.needs)) or '-'} | {'on' if spec.prop_attn else 'off'} | {attention} |"
+        )
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "reducers": reducers,
     "demo-top1": demo_top1,
     "demo-tome": demo_tome,
     "ablation": ablation,

@@ -68,3 +68,20 @@ def test_a_failing_configuration_becomes_an_error_row(tmp_path):
         assert row["error"].startswith("UsageError:") and "cls" in row["error"]
         assert row["infer_samples_per_sec"] == "" and row["speedup"] == ""
     assert (tmp_path / "e.png").exists()
+
+
+def test_match_none_sweeps_a_knob_given_as_a_list(tmp_path):
+    out = tmp_path / "k.csv"
+    args = ("--reducers", "pitome", "--r", "2", "--opt", "pitome.ratio=0.9,0.95", "--out", str(out))
+    result = invoke("compare", "--model", "test_vit", *TINY, "--match", "none", *args)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert [(r["reducer"], r["reducer_options"]) for r in rows] == [
+        ("none", ""),
+        ("pitome", "ratio=0.9"),
+        ("pitome", "ratio=0.95"),
+    ]
+    assert int(rows[1]["tokens_final"]) < int(rows[2]["tokens_final"])  # keeping less, it ends with fewer tokens
+    # Under --match gmacs the knob is what matching chooses: a list of it is refused, in one line.
+    refused = invoke("compare", "--model", "test_vit", *TINY, *args[:-2], "--reducers", "tome,pitome")
+    assert refused.exit_code == 2 and "--match none" in refused.output

@@ -24,3 +24,11 @@ def test_a_huge_r_range_is_capped_at_the_model_and_coinciding_r_are_measured_onc
     assert note.startswith("10000000000001 r values asked, 51 distinct on test_vit") and "r=50 on" in note
     decreasing = Setup.build(replace(SPEC, r=parse_r_spec("0..100000"), schedule="decreasing"))
     assert len(decreasing.configs) < 200 and decreasing.notes
+
+
+def test_gmacs_matching_is_held_to_tome_whatever_the_registry_order():
+    # attn-prune comes first alphabetically, and PPT's knob is r too; ToMe's r still sets the cost of every row.
+    spec = replace(SPEC, reducers=("attn-prune", "ppt", "evit", "tome"), r=(4,), match="gmacs")
+    configs = Setup.build(spec).configs
+    matched = [c for c in configs if c.reducer not in ("none", "tome")]
+    assert matched and all(c.note.startswith("matched to tome r=4") for c in matched), [c.note for c in matched]

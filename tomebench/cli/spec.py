@@ -93,7 +93,7 @@ def command_line(ctx: typer.Context, **given) -> CommandLine:
 
 def run_spec(command: str, args: CommandLine, plan: dict | None = None):
     """The typed RunSpec of a measuring command. `plan`: a study's own configurations (ablate, schedules)."""
-    from tomebench.engine.spec import ReducerChoice, RunSpec
+    from tomebench.engine.spec import RunSpec
 
     sizes = None if args.batch_size is None else parse.batch_sizes(str(args.batch_size))
     model_kwargs = tuple(parse.key_values(list(args.model_arg), "--model-arg"))
@@ -135,7 +135,7 @@ def run_spec(command: str, args: CommandLine, plan: dict | None = None):
         wanted = (args.reducer,)
     else:
         wanted = parse.names(args.reducers) if args.reducers is not None else _every_reducer()
-    choices = tuple(ReducerChoice.of(name, _options_for(name, options)) for name in wanted)
+    choices = tuple(choice for name in wanted for choice in _choices(name, _options_for(name, options)))
     _refuse_options_of_unplanned(options, choices)
     return RunSpec(**common, reducers=choices, r=r, match=args.match)
 
@@ -145,6 +145,23 @@ def _every_reducer() -> tuple[str, ...]:
     from tomebench.reducers import REDUCERS
 
     return tuple(entry.name for entry in REDUCERS if entry.obj.kind != "none")
+
+
+def _choices(name: str, options: dict) -> list:
+    """One choice of a reducer, or one per value where its knob is given as a list (`--opt pitome.ratio=0.9,0.95`):
+    the grid of a method whose budget is not r, as `--r 0,8,16` is ToMe's."""
+    from tomebench.engine.spec import ReducerChoice
+    from tomebench.reducers import REDUCERS
+
+    spec = REDUCERS.get(name)
+    knob = next((o for o in spec.options if o.name == spec.knob and o.kind is not tuple), None)
+    given = options.get(spec.knob)
+    if knob is None or not (isinstance(given, str) and "," in given):
+        return [ReducerChoice.of(name, options)]
+    values = [v.strip() for v in given.split(",")]
+    if not all(values) or len(set(values)) != len(values):
+        raise UsageError(f"--opt {name}.{spec.knob}={given}: give distinct values separated by commas")
+    return [ReducerChoice.of(name, options | {spec.knob: parse.option_value(value)}) for value in values]
 
 
 def _options_for(name: str, options: dict[str, dict]) -> dict:

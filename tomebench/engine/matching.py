@@ -2,7 +2,7 @@
 own knob whose GMACs per image come closest to the reference's at each r.
 
 r means different things to different methods (tokens per block, a keep rate at three blocks, a ratio), so equal r
-is not equal work. The reference (the first reducer whose knob is r, ToMe in the paper's comparisons) is swept
+is not equal work. The reference (ToMe when it is compared, else the first reducer spending r per block) is swept
 over r as usual; for each of its r, every other reducer gets the knob value (an r of its own, a keep rate, a ratio,
 a released schedule) whose GMACs are nearest, found by bisection on the FLOP counter over one image: deterministic,
 the same on every machine. The row keeps the reference's r, names the chosen value in `reducer_options` and says
@@ -73,7 +73,7 @@ def matched_configs(spec: RunSpec, loaded: LoadedModel, r_values: Sequence[int],
     """The configurations of `--match gmacs`: the reference reducer at every r, every other reducer at the knob
     value nearest in GMACs to the reference at that r."""
     choices = [c for c in spec.reducers if REDUCERS.get(c.name).kind != "none"]
-    reference = next((c for c in choices if REDUCERS.get(c.name).knob == "r"), None)
+    reference = _reference(choices)
     if reference is None:
         raise UsageError(
             "--match gmacs needs a reducer whose budget is r (tome, prune, ...) to set the GMACs of each r; "
@@ -120,6 +120,15 @@ def matched_configs(spec: RunSpec, loaded: LoadedModel, r_values: Sequence[int],
         "its own knob with the nearest GMACs per image (see each row's note)"
     )
     return planned
+
+
+def _reference(choices: Sequence[ReducerChoice]) -> ReducerChoice | None:
+    """The reducer whose r sets the cost: ToMe when it is compared (the paper's comparisons are against it, and
+    the registry's alphabetical order must not make attn-prune the yardstick), else the first that spends r tokens
+    in every block, else the first whose knob is r at all (PPT spends r at a few blocks only)."""
+    by_r = [c for c in choices if REDUCERS.get(c.name).knob == "r"]
+    uniform = [c for c in by_r if REDUCERS.get(c.name).budget is None]
+    return next((c for c in by_r if c.name == "tome"), None) or next(iter(uniform + by_r), None)
 
 
 def _runs_as_given(reducer: ReducerSpec, choice: ReducerChoice, loaded: LoadedModel) -> bool:

@@ -47,7 +47,7 @@ regress: $(BASE)
 
 # Re-make the baseline (commit the result with a note on why it changed).
 baseline: $(BASE)
-	$(VENV)/bin/tomebench $(REGRESS_ARGS) --time-budget 600 --overwrite --out results/baselines/demo-cpu.csv
+	$(VENV)/bin/tomebench $(REGRESS_ARGS) --time-budget 300 --overwrite --out results/baselines/demo-cpu.csv
 
 bench: $(BASE)
 	$(PY) benchmarks/speedup.py

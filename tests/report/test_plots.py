@@ -291,3 +291,19 @@ def test_top1_against_gmacs_plots_half_the_gflops_of_each_row():
     expected = sorted(pd.to_numeric(usable["infer_gflops"]) / 2)
     assert sorted(drawn) == pytest.approx(expected)
     assert ax.get_xlabel().startswith("GMACs per image")
+
+
+def test_a_knob_matched_per_r_is_a_point_on_one_curve_and_an_ablation_stays_a_variant():
+    frame = frame_of(
+        [
+            ("none", 0, 100.0, 90.0),
+            ("tome", 4, 150.0, 89.0),
+            ("tome", 4, 150.0, 88.0),
+            ("evit", 4, 140.0, 85.0),
+            ("evit", 8, 190.0, 80.0),
+        ],
+        error=None,
+    )
+    # --match gmacs gave evit a keep rate per r; tome's second row is an ablation at the same r.
+    frame["reducer_options"] = ["", "", "distance=euclidean", "keep_rate=0.7", "keep_rate=0.5"]
+    assert list(plots.variant(frame)) == ["none", "tome", "tome [distance=euclidean]", "evit", "evit"]

@@ -63,6 +63,7 @@ def variant(frame: pd.DataFrame) -> pd.Series:
     "no prop_attn" where rows of that reducer run both with and without proportional attention (an ablation)."""
     blank = pd.Series("", frame.index)
     options = frame["reducer_options"].fillna("").astype(str) if "reducer_options" in frame else blank
+    options = _without_knobs(frame, options)
     schedule = frame["schedule"].fillna("constant").astype(str) if "schedule" in frame else blank + "constant"
     extra = (options + ("," + schedule).where(~schedule.isin(["constant", "native"]), "")).str.strip(",")
     if "prop_attn" in frame:
@@ -73,6 +74,30 @@ def variant(frame: pd.DataFrame) -> pd.Series:
     if mode.nunique() > 1:  # compiled and eager rows in one frame: separate curves, never points of one
         extra = (extra + (",compiled " + mode).where(mode != "", ",eager")).str.strip(",")
     return frame["reducer"].astype(str) + (" [" + extra + "]").where(extra != "", "")
+
+
+def _without_knobs(frame: pd.DataFrame, options: pd.Series) -> pd.Series:
+    """Options minus each reducer's knob: an option every row of the reducer names, with a different value in each
+    (the keep rate `--match gmacs` chose for each of ToMe's r, or a ratio swept as a list), says where a point lies
+    on the reducer's curve, as r does for ToMe; it is not another curve. An option some rows leave at its default
+    (an ablation) stays a variant."""
+    if not options.str.len().any():
+        return options
+    parsed = options.map(lambda text: dict(item.split("=", 1) for item in text.split(",") if "=" in item))
+    knobs: dict[str, set[str]] = {}
+    for reducer, rows in parsed.groupby(frame["reducer"]):
+        if len(rows) < 2:
+            continue
+        for key in set.intersection(*(set(values) for values in rows)):
+            if len({values[key] for values in rows}) == len(rows):
+                knobs.setdefault(reducer, set()).add(key)
+    return pd.Series(
+        [
+            ",".join(f"{k}={v}" for k, v in values.items() if k not in knobs.get(reducer, ()))
+            for reducer, values in zip(frame["reducer"], parsed)
+        ],
+        index=frame.index,
+    )
 
 
 def _curves(frame: pd.DataFrame):

@@ -49,10 +49,13 @@ def demo_top1() -> str:
     frame = _ok(read_csv(BASELINE))
     base = frame[frame["reducer"] == "none"].iloc[0]
     patched = frame[frame["reducer"] != "none"]
-    rs = sorted(int(r) for r in patched["r"].unique())
-    lines = ["| r | " + " | ".join(map(str, rs)) + " |", "| --- |" + " --- |" * len(rs)]
+    # A row matched to ToMe's cost (--match gmacs) belongs in the column of ToMe's r, not of the r it ran.
+    matched = patched["note"].fillna("").str.extract(r"matched to \S+ r=(\d+)")[0]
+    column = matched.astype(float).fillna(patched["r"].astype(float)).astype(int)
+    rs = sorted(column[patched["reducer"] == "tome"].unique()) or sorted(column.unique())
+    lines = ["| ToMe's r | " + " | ".join(map(str, rs)) + " |", "| --- |" + " --- |" * len(rs)]
     for reducer, rows in patched.groupby("reducer", sort=False):
-        by_r = {int(r): t for r, t in zip(rows["r"], rows["top1"])}
+        by_r = {int(r): t for r, t in zip(column[rows.index], rows["top1"])}
         lines.append(f"| {reducer} | " + " | ".join(fmt(by_r.get(r), ".2f") for r in rs) + " |")
     return "\n".join(lines) + f"\n\n(unpatched: {fmt(base['top1'], '.2f')}; 360 digits, one image is 0.28 points.)"
 

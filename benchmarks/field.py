@@ -3,7 +3,7 @@ every other reducer at the value of its own knob whose GMACs per image is closes
 interleaved with the unpatched model in one run per model by tomebench's own timing loop.
 
     .venv/bin/python benchmarks/field.py [--models vit_base_patch16_224,deit_small_patch16_224] [--r 16,13]
-        [--repeats 9] [--out results/bench-field.csv]
+        [--reducers tome,mctf,dct] [--repeats 9] [--out results/bench-field.csv]
 
 Prints, per model, each reducer's speedup (median of paired rounds, with its 95% interval), GMACs per image and
 its reduction, the knob value chosen and which attention ran. A reducer that cannot run on a model (DiffRate has
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tomebench.engine.run import run_sweep
 from tomebench.engine.spec import RunSpec
+from tomebench.errors import UsageError
 from tomebench.reducers import REDUCERS
 from tomebench.results.csv import write_csv
 
@@ -25,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="vit_base_patch16_224,deit_small_patch16_224")
     parser.add_argument("--r", default="16,13", help="ToMe's r per model (the cost every reducer is matched to)")
+    parser.add_argument("--reducers", default="", help="a comma list (default: every registered reducer)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", type=Path, default=Path("results/bench-field.csv"))
@@ -33,6 +35,13 @@ def main() -> None:
     if len(rs) != len(models):
         parser.error("give one --r per model")
     reducers = tuple(entry.name for entry in REDUCERS if entry.name != "none")
+    if args.reducers:
+        try:
+            chosen = tuple(REDUCERS.get(name).name for name in args.reducers.split(","))
+        except UsageError as error:
+            parser.error(str(error))
+        # tome is the cost every other reducer is matched to, so it always runs
+        reducers = tuple(dict.fromkeys(("tome",) + chosen))
     every = []
     for model, r in zip(models, rs):
         spec = RunSpec(

@@ -27,7 +27,7 @@ from tomebench.reducers.plans import Bipartite, BipartitePrune, Mlerp, Plan
 from tomebench.reducers.tome import bipartite_soft_matching
 
 SOURCE = (
-    "the paper (arXiv 2312.01026 Sec. 3; no authors' code); port=True: hchautran/PiToMe@550b5de algo/tofu/merge.py "
+    "the paper (arXiv 2312.01026; no authors' code); port=True: hchautran/PiToMe@550b5de algo/tofu/merge.py "
     "bipartite_soft_matching, patch/deit.py apply_patch, patch/timm.py ToFuBlock"
 )
 

@@ -201,7 +201,7 @@ class Mlerp(Plan):
 
     match: Bipartite
     port: bool = False
-    combine: str = "mlerp"
+    combine: ClassVar[str] = "mlerp"  # neither ToMe's weighted sum nor a scatter mode: `apply` does it
 
     def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
         return self.match(x, mode)

@@ -170,6 +170,20 @@ def test_ratio_schedule_is_the_ports_budget():
     assert ratio_schedule(1.0, 197, 12) == (0,) * 12
 
 
+def test_the_ports_tokens_per_block_on_deit_s():
+    """The tokens after each block the port leaves on DeiT-S at its default ratio (benchmarks/parity/tofu.py)."""
+    import timm
+
+    from tomebench.patch import forward_with_state
+
+    with torch.device("meta"):
+        model = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
+    tomebench.patch(model, reducer="tofu", r=ratio_schedule(0.9125, 197, 12), port=True)
+    with torch.inference_mode():
+        _, state = forward_with_state(model, torch.empty(1, 3, 224, 224, device="meta"))
+    assert state.tokens == (180, 165, 151, 138, 126, 115, 105, 96, 88, 81, 74, 68)
+
+
 @torch.inference_mode()
 @pytest.mark.parametrize("port", [False, True])
 def test_r0_is_the_unpatched_model(port):

@@ -174,9 +174,10 @@ class Bipartite(Plan):
 
 @dataclass(frozen=True, eq=False)
 class BipartitePrune(Plan):
-    """Bipartite pruning (ToFu's early blocks): the matched A tokens `match.src_idx` are dropped and their B
-    partners stay as they were; the output layout is `match`'s. A pure prune: kept rows are exact copies, sizes
-    and sources of the kept tokens pass unchanged (None stays None), the dropped tokens' patches leave the map."""
+    """Bipartite pruning (ToFu's early blocks): the matched A tokens `match.src_idx` (B, r, 1) are dropped and
+    their B partners stay as they were; (B, N, C) -> (B, N - r, C) in `match`'s layout. A pure prune: kept rows
+    are exact copies, sizes and sources of the kept tokens pass unchanged (None stays None), the dropped tokens'
+    patches leave the map."""
 
     match: Bipartite
     combines: ClassVar[bool] = False
@@ -187,8 +188,9 @@ class BipartitePrune(Plan):
 
 @dataclass(frozen=True, eq=False)
 class Mlerp(Plan):
-    """MLERP merging (ToFu, Kim et al. WACV 2024) on a bipartite match: each B token and the A tokens matched to
-    it become one token whose direction is their average and whose norm is the largest of theirs,
+    """MLERP merging (ToFu, Kim et al. WACV 2024) on a bipartite match, (B, N, C) -> (B, N - r, C) in `match`'s
+    layout: each B token and the A tokens matched to it become one token whose direction is their average and
+    whose norm is the largest of theirs,
 
         MLERP(x_1..x_n) = m / ||m|| * max_i ||x_i||,   m = sum_i s_i x_i / sum_i s_i   (s_i: sizes),
 
@@ -209,10 +211,11 @@ class Mlerp(Plan):
     def apply(self, x, size, source):
         m = self.match
         kept = m(x, "keep")  # (B, N', C) every output row as it was before merging
-        top = m(x.norm(dim=-1, keepdim=True), "amax")  # (B, N', 1) the largest norm in each group
+        norm = x.norm(dim=-1, keepdim=True)  # (B, N, 1)
+        top = m(norm, "amax")  # (B, N', 1) the largest norm in each group
         if self.port:
             mean = m(x, "mean")  # (B, N', C) plain mean of a B token and its A partners (scatter_reduce "mean")
-            merged = mean / m(x.norm(dim=-1, keepdim=True), "keep") * top  # divided by the B token's own norm
+            merged = mean / m(norm, "keep") * top  # divided by the B token's own norm, as the port does
             size = None if size is None else m(size, "keep")
         else:
             weight = torch.ones_like(x[..., :1]) if size is None else size

@@ -173,6 +173,64 @@ class Bipartite(Plan):
 
 
 @dataclass(frozen=True, eq=False)
+class BipartitePrune(Plan):
+    """Bipartite pruning (ToFu's early blocks): the matched A tokens `match.src_idx` (B, r, 1) are dropped and
+    their B partners stay as they were; (B, N, C) -> (B, N - r, C) in `match`'s layout. A pure prune: kept rows
+    are exact copies, sizes and sources of the kept tokens pass unchanged (None stays None), the dropped tokens'
+    patches leave the map."""
+
+    match: Bipartite
+    combines: ClassVar[bool] = False
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        return self.match(x, "keep")
+
+
+@dataclass(frozen=True, eq=False)
+class Mlerp(Plan):
+    """MLERP merging (ToFu, Kim et al. WACV 2024) on a bipartite match, (B, N, C) -> (B, N - r, C) in `match`'s
+    layout: each B token and the A tokens matched to it become one token whose direction is their average and
+    whose norm is the largest of theirs,
+
+        MLERP(x_1..x_n) = m / ||m|| * max_i ||x_i||,   m = sum_i s_i x_i / sum_i s_i   (s_i: sizes),
+
+    so a merge never shrinks a token's norm the way a plain average does. Prefix and unmatched tokens pass exactly;
+    sizes add up, sources unite.
+
+    port: PiToMe's port instead (`algo/tofu/merge.py`, mode "tofu"): m is the unweighted mean, and it is divided by
+    the norm of the original B token rather than by ||m||, for every B token (an unmatched one becomes
+    x / ||x|| * ||x||, one rounding); sizes are not tracked (a given size passes as a prune's would)."""
+
+    match: Bipartite
+    port: bool = False
+    combine: ClassVar[str] = "mlerp"  # neither ToMe's weighted sum nor a scatter mode: `apply` does it
+
+    def __call__(self, x: Tensor, mode: str = "sum") -> Tensor:
+        return self.match(x, mode)
+
+    def apply(self, x, size, source):
+        m = self.match
+        kept = m(x, "keep")  # (B, N', C) every output row as it was before merging
+        norm = x.norm(dim=-1, keepdim=True)  # (B, N, 1)
+        top = m(norm, "amax")  # (B, N', 1) the largest norm in each group
+        if self.port:
+            mean = m(x, "mean")  # (B, N', C) plain mean of a B token and its A partners (scatter_reduce "mean")
+            merged = mean / m(norm, "keep") * top  # divided by the B token's own norm, as the port does
+            size = None if size is None else m(size, "keep")
+        else:
+            weight = torch.ones_like(x[..., :1]) if size is None else size
+            mean = m(x * weight, "sum") / m(weight, "sum")  # (B, N', C) size-weighted average direction
+            merged = mean / mean.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny) * top
+            joined = m(torch.ones_like(weight), "sum") > 1  # (B, N', 1) rows that received a token
+            merged = torch.where(joined, merged, kept)
+            size = m(weight, "sum")
+        first_b = m.split.num_prefix + m.unm_idx.shape[1]  # prefix and unmatched A rows stay exact
+        x = torch.cat([kept[:, :first_b], merged[:, first_b:]], dim=1)
+        source = None if source is None else m(source, "amax")
+        return x, size, source
+
+
+@dataclass(frozen=True, eq=False)
 class Clusters(Plan):
     """Clustering: each non-prefix token joins cluster `assign` (B, M, 1) in [0, k); the output is [prefix
     tokens, cluster 0, ..., cluster k - 1], each cluster the combination of its members."""

@@ -130,6 +130,7 @@ VENUES = {
     "ppt": "arXiv 2310.01812 (2023)",
     "mctf": "CVPR 2024",
     "dct": "Findings of ACL 2023 (Fourier Transformer)",
+    "atc": "ECCV 2024",
 }
 
 

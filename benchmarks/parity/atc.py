@@ -12,10 +12,11 @@ older timm, skips timm 1.x's q/k norms and LayerScale, which are identities in D
 without its `__init__`.
 
 Per linkage: tomebench's default (the authors' count, r - 1 per block with the cls token) and `exact_r` (r per
-block). Prints the tokens each block kept, top-1 agreement, the largest |logit difference| against the authors'
-and the GMACs of one image (torch's FLOP counter on both; scikit-learn's host work is invisible to it). Then the
-time of the clustering alone: tomebench's batched `agglomerate` against scikit-learn per image, on the first
-block's distances.
+block). Prints the tokens each block kept, top-1 agreement, the largest |logit difference| against the authors',
+whether every final token holds the same input patches (source tracking on both sides, clusters in any order) and
+the GMACs of one image (torch's FLOP counter on both; scikit-learn's host work is invisible to it). Then the time of
+the clustering alone: tomebench's batched `agglomerate` against scikit-learn per image, on the first block's
+distances.
 """
 
 from __future__ import annotations
@@ -47,32 +48,40 @@ def run_authors(root: Path, name: str, seed: int, r: int, linkage: str, x: torch
     warnings.filterwarnings("ignore", category=UserWarning)  # sklearn: "Partial build of the tree ..."
     patch = authors_module(root, "SSLBackbone_setup.token_reduc.patch.timm").apply_patch
     model = build(name, seed)
-    patch(model, merge_type="atc", linkage=linkage)
+    patch(model, merge_type="atc", linkage=linkage, trace_source=True)
     model.r = r
     seen, handles = token_hook(list(model.blocks))
-    logits, tokens = [], None
+    logits, tokens, groups = [], None, []
     with torch.no_grad():
         for chunk in x.split(batch):
             seen.clear()
             logits.append(model(chunk))
             tokens = tuple(seen)
+            groups += partitions(model._tome_info["source"])
         gmacs = count_gflops(model, x[:1]) / 2
     for handle in handles:
         handle.remove()
-    return torch.cat(logits), tokens, gmacs
+    return torch.cat(logits), tokens, gmacs, groups
 
 
 def run_tomebench(name: str, seed: int, r: int, options: dict, x: torch.Tensor, batch: int):
     model = build(name, seed)
-    tomebench.patch(model, "atc", r, **options)
-    logits, tokens = [], None
+    tomebench.patch(model, "atc", r, trace_source=True, **options)
+    logits, tokens, groups = [], None, []
     with torch.no_grad():
         for chunk in x.split(batch):
             out, state = forward_with_state(model, chunk)
             logits.append(out)
             tokens = state.tokens
+            groups += partitions(state.source)
         gmacs = count_gflops(model, x[:1]) / 2
-    return torch.cat(logits), tokens, gmacs
+    return torch.cat(logits), tokens, gmacs, groups
+
+
+def partitions(source: torch.Tensor) -> list[frozenset]:
+    """(B, N', N0) 0/1 source maps -> per image, the set of final tokens, each the set of input tokens it holds:
+    which patches ended up together, whatever order the clusters come in."""
+    return [frozenset(frozenset(row.nonzero().flatten().tolist()) for row in image) for image in source]
 
 
 def first_block_distances(name: str, seed: int, x: torch.Tensor) -> torch.Tensor:
@@ -132,11 +141,13 @@ def main() -> None:
     )
     gmacs = []
     for linkage in args.linkage.split(","):
-        theirs, their_tokens, their_gmacs = run_authors(
+        theirs, their_tokens, their_gmacs, their_groups = run_authors(
             args.authors, args.model, args.seed, args.r, linkage, x, args.batch
         )
-        ours, our_tokens, our_gmacs = run_tomebench(args.model, args.seed, args.r, {"linkage": linkage}, x, args.batch)
-        exact, exact_tokens, exact_gmacs = run_tomebench(
+        ours, our_tokens, our_gmacs, our_groups = run_tomebench(
+            args.model, args.seed, args.r, {"linkage": linkage}, x, args.batch
+        )
+        exact, exact_tokens, exact_gmacs, _ = run_tomebench(
             args.model, args.seed, args.r, {"linkage": linkage, "exact_r": True}, x, args.batch
         )
         rows = [
@@ -145,7 +156,8 @@ def main() -> None:
             (f"tomebench atc linkage={linkage} exact_r", exact, exact_tokens),
         ]
         print("\n".join(report(f"linkage={linkage}", rows, rows[0][0])))
-        print()
+        same = sum(a == b for a, b in zip(their_groups, our_groups))
+        print(f"\nthe same input patches in every final token (default count): {same} of {len(their_groups)} images\n")
         gmacs.append(f"{linkage}: authors {their_gmacs:.4f}, tomebench {our_gmacs:.4f}, exact_r {exact_gmacs:.4f}")
     print("GMACs per image (torch's FLOP counter on both): " + "; ".join(gmacs))
     d = first_block_distances(args.model, args.seed, x)

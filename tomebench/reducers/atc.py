@@ -61,7 +61,8 @@ def agglomerate(distance: Tensor, k: int, linkage: str = "average") -> Tensor:
     upper = positions[:, None] < positions[None, :]  # (M, M)
     d = distance.to(torch.float64)
     d = torch.where(upper, d, d.transpose(1, 2))  # symmetric from the upper triangle
-    d = d.masked_fill(~upper & ~upper.T, float("inf"))  # no point is its own neighbour
+    d = d.masked_fill(~upper & ~upper.T, float("inf"))  # no point is its own neighbour; a fresh tensor, ours
+    never = torch.full((b, 1, m), float("inf"), dtype=torch.float64, device=device)  # a retired cluster's row
     size = torch.ones(b, m, dtype=torch.float64, device=device)  # points per cluster (not tokens' sizes: sklearn's)
     label = positions.expand(b, m)  # each point's cluster, named by the cluster's lowest point
     for _ in range(m - k):
@@ -78,10 +79,10 @@ def agglomerate(distance: Tensor, k: int, linkage: str = "average") -> Tensor:
             size = size.scatter(1, i[:, None], size_i + size_j)
         merged = (positions == i[:, None]) | (positions == j[:, None])  # (B, M)
         new = new.masked_fill(merged, float("inf"))  # (B, M): i's new distances; i and j are no neighbours of i
-        at_i = i[:, None, None].expand(b, 1, m)
-        d = d.scatter(1, at_i, new[:, None, :]).scatter(2, at_i.transpose(1, 2), new[:, :, None])
-        gone = positions == j[:, None]  # (B, M): cluster j is retired
-        d = d.masked_fill(gone[:, :, None] | gone[:, None, :], float("inf"))
+        # One row and one column each, in place: O(M) per step, so the argmin is the only O(M^2) work.
+        at_i, at_j = i[:, None, None].expand(b, 1, m), j[:, None, None].expand(b, 1, m)
+        d.scatter_(1, at_i, new[:, None, :]).scatter_(2, at_i.transpose(1, 2), new[:, :, None])
+        d.scatter_(1, at_j, never).scatter_(2, at_j.transpose(1, 2), never.transpose(1, 2))  # cluster j retired
         label = torch.where(label == j[:, None], i[:, None], label)
     root = label == positions  # (B, M): the clusters left, each named by its lowest point
     rank = root.long().cumsum(dim=1) - 1  # (B, M)

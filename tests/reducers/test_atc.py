@@ -199,3 +199,29 @@ def test_the_batched_clustering_matches_per_image_runs():
         alone = torch.cat([agglomerate(d[i : i + 1], 20, linkage) for i in range(5)])
         assert torch.equal(whole, alone)
     assert np.all(np.diff(whole.numpy().max(axis=1)) == 0)  # every image: exactly k clusters
+
+
+def test_one_r_and_no_schedule():
+    """The authors' count is a budget of its own (r - 1 per block), so a schedule or a per-block list is refused."""
+    from tomebench.errors import UsageError
+
+    model = build("test_vit", img_size=64)
+    with pytest.raises(UsageError, match="schedule"):
+        patch(model, "atc", 4, schedule="decreasing")
+    with pytest.raises(UsageError):
+        patch(model, "atc", [4, 4, 2, 2, 1, 1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("linkage", LINKAGES)
+def test_on_cuda_eager_and_compiled_the_clusters_are_sklearns(linkage):
+    """The point of the batched clustering: on the device, inside the compiled forward, the same partitions."""
+    metric = torch.randn(16, 197, 64, generator=torch.Generator().manual_seed(5))
+    d = distances(metric, 1)  # (16, 196, 196) float32, on the CPU
+    expected = sklearn_partitions(d, 196 - 15, linkage)
+    on_device = distances(metric.cuda(), 1)
+    eager = agglomerate(on_device, 196 - 15, linkage)
+    compiled = torch.compile(agglomerate, fullgraph=True)(on_device, 196 - 15, linkage)
+    assert eager.device.type == "cuda"
+    assert [canonical(a) for a in eager.tolist()] == expected
+    assert [canonical(a) for a in compiled.tolist()] == expected

@@ -131,7 +131,20 @@ VENUES = {
     "mctf": "CVPR 2024",
     "dct": "Findings of ACL 2023 (Fourier Transformer)",
     "tofu": "WACV 2024",
+    "atc": "ECCV 2024",
 }
+
+
+def short_source(source: str) -> str:
+    """A reducer's source as the table shows it: the repository@commit its parity was checked against (the first
+    one named; its docs name the files), "the paper" and the port an option reproduces for a method from a paper,
+    or the whole text where it names no repository (a baseline)."""
+    repos = [word for word in source.replace(";", " ").split() if "@" in word and "/" in word]
+    if source.startswith("the paper") and repos:
+        head = source.split(";")[0]
+        head += ")" * (head.count("(") - head.count(")"))
+        return f"{head}; its port as an option: {repos[0]}"
+    return repos[0] if repos else source
 
 
 def reducers() -> str:
@@ -149,7 +162,7 @@ def reducers() -> str:
         spec = entry.obj
         if spec.kind == "none":
             continue
-        source = spec.source.split(" ")[0] if "@" in spec.source.split(" ")[0] else spec.source
+        source = short_source(spec.source)
         attention = "eager (full matrix)" if "attention" in spec.needs else "fused (SDPA)"
         lines.append(
             f"| `{entry.name}` | {VENUES.get(entry.name, '')} | {source} | `{spec.knob}` | {spec.acts} "

@@ -27,8 +27,11 @@ $(FULL): $(BASE)
 demo: $(BASE)
 	$(VENV)/bin/tomebench sweep
 
+# One worker per core, each test file on one worker (a file's module fixtures, a local Ray cluster, are built once).
+# PYTEST_ARGS= runs it in one process; PYTEST_ARGS="-n 4" picks the workers.
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: $(FULL)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # ruff (lint and format) and the import-linter contracts of the layers (pyproject.toml).
 lint: $(FULL)

@@ -66,7 +66,9 @@ def test_demo_reaches_its_accuracy_on_the_test_split():
 
 def test_default_sweep_is_the_demo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = invoke("sweep")
+    # Only re-timing is switched off (a noisy machine would time the group up to three times): what is checked is
+    # what the defaults choose (model, data, r range, outputs), not how tight the timing gets.
+    result = invoke("sweep", "--max-retime", "0")
     assert result.exit_code == 0, result.output
     rows = read_rows(tmp_path / "results" / "sweep-demo.csv")
     assert [int(r["r"]) for r in rows] == [0] + list(range(9))  # baseline, then the full r range 0..8

@@ -16,6 +16,7 @@ from tomebench.patch import forward_with_state, patch, unpatch
 from tomebench.patch import layout as plan_layout
 from tomebench.reducers import REDUCERS, LayerTokens, merge_tokens
 from tomebench.reducers.atc import agglomerate, distances
+from tomebench.schedule import CONSTANT
 
 LINKAGES = ("average", "single", "complete")
 
@@ -121,10 +122,10 @@ def test_the_authors_count_by_default_and_exact_r_on_request():
     cls_model = build("test_vit", img_size=64)  # 16 patches + cls, 6 blocks
     no_cls = build("test_vit", img_size=64, class_token=False, global_pool="avg")
     layout, layout_no_cls = plan_layout(cls_model), plan_layout(no_cls)
-    assert spec.requested(4, None, spec.defaults(), layout) == (3,) * 6
-    assert spec.requested(4, None, spec.defaults() | {"exact_r": True}, layout) == (4,) * 6
-    assert spec.requested(4, None, spec.defaults(), layout_no_cls) == (4,) * 6
-    assert spec.requested(0, None, spec.defaults(), layout) == (0,) * 6
+    assert spec.requested(4, CONSTANT, spec.defaults(), layout) == (3,) * 6
+    assert spec.requested(4, CONSTANT, spec.defaults() | {"exact_r": True}, layout) == (4,) * 6
+    assert spec.requested(4, CONSTANT, spec.defaults(), layout_no_cls) == (4,) * 6
+    assert spec.requested(0, CONSTANT, spec.defaults(), layout) == (0,) * 6
     x = vit_images(cls_model, 2)
     with torch.no_grad():
         for model, options, tokens in (
@@ -201,15 +202,28 @@ def test_the_batched_clustering_matches_per_image_runs():
     assert np.all(np.diff(whole.numpy().max(axis=1)) == 0)  # every image: exactly k clusters
 
 
-def test_one_r_and_no_schedule():
-    """The authors' count is a budget of its own (r - 1 per block), so a schedule or a per-block list is refused."""
-    from tomebench.errors import UsageError
+@pytest.mark.parametrize(
+    "r, options, removed",
+    [
+        ([4, 4, 2, 2, 1, 0], {}, (3, 3, 1, 1, 0, 0)),  # r - 1 of each block's r (a cls token)
+        ([4, 4, 2, 2, 1, 0], {"exact_r": True}, (4, 4, 2, 2, 1, 0)),
+        (4, {"schedule": "decreasing"}, (7, 5, 3, 0, 0, 0)),  # the schedule's 8, 6, 4, 1, 0, 0, each less one
+    ],
+)
+def test_a_schedule_or_a_per_block_list_is_spent_the_authors_way(r, options, removed):
+    """The authors' count applies to whatever r a block is given, so schedules and per-block lists work as for
+    ToMe; the tokens each block removes are those the forward really left."""
+    from tomebench.patch import token_counts
 
-    model = build("test_vit", img_size=64)
-    with pytest.raises(UsageError, match="schedule"):
-        patch(model, "atc", 4, schedule="decreasing")
-    with pytest.raises(UsageError):
-        patch(model, "atc", [4, 4, 2, 2, 1, 1])
+    model = build("test_vit", img_size=64)  # 17 tokens, a cls token, 6 blocks
+    patch(model, "atc", r, **options)
+    try:
+        planned, left = token_counts(model)
+        _, state = forward_with_state(model, vit_images(model, 2))
+    finally:
+        unpatch(model)
+    assert planned == removed
+    assert state.tokens == left and left[-1] == 17 - sum(removed)
 
 
 @pytest.mark.gpu

@@ -15,7 +15,7 @@ X[i, j] for i < j), and the merging arithmetic runs in float64 as scipy's does.
 
 The authors' count: `num_clusters = T - r` is computed with the cls token among the T tokens, and the cls token
 is then left out of the clustering, so a block with a cls token removes r - 1 tokens, not r. That is the default
-here (the `budget` below asks each block for r - 1); `exact_r` removes r.
+here (the `spend` declaration below asks each block for r - 1 of its r, whatever the schedule); `exact_r` removes r.
 """
 
 from __future__ import annotations
@@ -94,11 +94,11 @@ def most(num_tokens: int, num_prefix_tokens: int) -> int:
     return max(num_tokens - num_prefix_tokens - 1, 0)
 
 
-def _budget(options: dict, layout: Layout, r: int) -> tuple[int, ...]:
-    """r - 1 per block with a cls token (the authors' T - r clusters, the cls token among the T but not
-    clustered), r without one or with `exact_r`."""
+def _spend(requested: tuple[int, ...], options: dict, layout: Layout) -> tuple[int, ...]:
+    """r - 1 of each block's r where there is a cls token (the authors' T - r clusters, the cls token among the T
+    but not clustered), r without one or with `exact_r`; whatever schedule gave the r."""
     less = 0 if options["exact_r"] or not layout.has_cls else 1
-    return (max(r - less, 0),) * layout.depth
+    return tuple(max(r - less, 0) if r > 0 else 0 for r in requested)
 
 
 @register(
@@ -106,7 +106,7 @@ def _budget(options: dict, layout: Layout, r: int) -> tuple[int, ...]:
     kind="merge",
     needs=("metric",),
     most=most,
-    budget=_budget,
+    spend=_spend,
     source="JoakimHaurum/ATC@227c94b SSLBackbone_setup/token_reduc/merge.py agglomerative_clustering, merge_wavg; "
     "patch/timm.py ToMeBlock, ToMeAttention, apply_patch (prop_attn on); validate_ots_sslbackbone.py "
     "(--linkage average, --r-sched constant)",
@@ -114,10 +114,10 @@ def _budget(options: dict, layout: Layout, r: int) -> tuple[int, ...]:
 def atc(tokens: LayerTokens, r: int, linkage: Linkage = "average", exact_r: bool = False) -> Plan:
     """ATC: agglomerative clustering of the non-prefix tokens (1 - cosine of head-mean keys), size-weighted merge.
 
-    r: the tokens this block removes (the budget already took the authors' one off where there is a cls token);
+    r: the tokens this block removes (`spend` already took the authors' one off where there is a cls token);
     linkage: how the distance of a merged cluster is updated ("average", the authors' default; "single",
-    "complete"); exact_r: remove r per block even with a cls token (the authors' count removes r - 1; read by the
-    budget, not here). Plan: (B, N, C) -> (B, N - r, C) laid out [prefix tokens, clusters by their first token].
+    "complete"); exact_r: remove r per block even with a cls token (the authors' count removes r - 1; read by
+    `spend`, not here). Plan: (B, N, C) -> (B, N - r, C) laid out [prefix tokens, clusters by their first token].
     """
     p = tokens.num_prefix_tokens
     k = tokens.metric.shape[1] - p - r

@@ -120,6 +120,10 @@ class ReducerSpec:
     # options -> where the reducer acts, for one whose options move it (MCTF without one-step-ahead merges after
     # the MLP); None: always `acts`.
     site: Callable[[dict], Site] | None = None
+    # (the r each block is asked for, options, layout) -> what the reducer removes of it, for one whose authors
+    # count their r their own way (ATC removes r - 1 where there is a cls token). Applied after the schedule and
+    # `active`, so schedules and per-block lists still work; None: r as asked.
+    spend: Callable[[tuple[int, ...], dict, Layout], tuple[int, ...]] | None = None
 
     def where(self, options: dict) -> Site:
         """Where in the block the reducer acts with these (checked) options."""
@@ -162,11 +166,15 @@ class ReducerSpec:
         return self.only_active(requested, options, layout)
 
     def only_active(self, requested: tuple[int, ...], options: dict, layout: Layout) -> tuple[int, ...]:
-        """The requested r of every block, 0 in the blocks the reducer does not act in (`active`)."""
-        if self.active is None:
-            return tuple(requested)
-        on = self.active(self.defaults() | options, layout)
-        return tuple(v if active else 0 for v, active in zip(requested, on))
+        """The requested r of every block as the reducer spends it (`spend`), 0 in the blocks it does not act in
+        (`active`)."""
+        full = self.defaults() | options
+        if self.active is not None:
+            on = self.active(full, layout)
+            requested = tuple(v if active else 0 for v, active in zip(requested, on))
+        if self.spend is not None:
+            requested = self.spend(tuple(requested), full, layout)
+        return tuple(requested)
 
     def blocks(self, options: dict, layout: Layout) -> tuple[dict, ...]:
         """The per-block keyword-only arguments of the plan function (one dict per block; empty dicts when the
@@ -202,6 +210,7 @@ def reducer_spec(
     per_block: Callable[[dict, Layout], tuple[dict, ...]] | None = None,
     active: Callable[[dict, Layout], tuple[bool, ...]] | None = None,
     site: Callable[[dict], Site] | None = None,
+    spend: Callable[[tuple[int, ...], dict, Layout], tuple[int, ...]] | None = None,
 ) -> ReducerSpec:
     """The spec of a plan function `fn(tokens, r, **options) -> Plan`, its options read from its signature. Not
     registered: `register` does that; a spec can also be passed to `patch` as it is."""
@@ -231,6 +240,7 @@ def reducer_spec(
         per_block=per_block,
         active=active,
         site=site,
+        spend=spend,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib
 import pandas as pd
 import pytest
 
@@ -307,3 +308,29 @@ def test_a_knob_matched_per_r_is_a_point_on_one_curve_and_an_ablation_stays_a_va
     # --match gmacs gave evit a keep rate per r; tome's second row is an ablation at the same r.
     frame["reducer_options"] = ["", "", "distance=euclidean", "keep_rate=0.7", "keep_rate=0.5"]
     assert list(plots.variant(frame)) == ["none", "tome", "tome [distance=euclidean]", "evit", "evit"]
+
+
+def test_each_reducer_keeps_one_distinct_style_across_figures_even_past_ten_reducers():
+    # The demo comparison has 11 reducers: with tab10 alone the 11th took the 1st one's colour (tofu drew as tome).
+    names = [f"red{i:02d}" for i in range(11)]
+    frame = frame_of(
+        [("none", 0, 100.0, 90.0)]
+        + [(name, r, 100.0 + 10 * i + r, 89.0 - i - r) for i, name in enumerate(names) for r in (2, 4)]
+    )
+    frame["infer_gflops"] = [2.0] + [2.0 - 0.1 * r for _ in names for r in (2, 4)]
+
+    def legend(fig) -> dict[str, tuple]:
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        out = {}
+        for handle, label in zip(handles, labels):
+            line = handle.lines[0] if hasattr(handle, "lines") else handle  # errorbar containers hold their line
+            if label in names:
+                out[label] = (tuple(matplotlib.colors.to_rgb(line.get_color())), line.get_marker())
+        return out
+
+    speed = legend(plots.speed_accuracy(frame))
+    cost = legend(plots.top1_vs_gmacs(frame))
+    by_r = legend(plots.metric_vs_r(frame, "top1", "top-1 (%)"))
+    assert set(speed) == set(names)
+    assert speed == cost == by_r
+    assert len(set(speed.values())) == len(names)

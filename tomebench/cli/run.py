@@ -120,13 +120,13 @@ def run(spec: RunSpec, out: Path, resume: bool = False, figure=None, executor=No
         console.print(f"all {len(journal.planned)} configurations are already in {out}; nothing to measure")
     elif journal.resumed:
         console.print(f"resumed: {journal.resumed} configuration(s) kept from {out}, {len(measured)} measured now")
-    from tomebench.report.console import SUMMARY_ROWS, explanation, summary, verdict
+    from tomebench.report.console import SUMMARY_ROWS, explanation, long_summary, summary, verdict
 
     frame = read_csv(out)
     if len(frame) <= SUMMARY_ROWS:
         console.print(summary(frame))
     else:
-        console.print(f"{len(frame)} rows, {int(frame['error'].notna().sum())} with an error (too many to list)")
+        console.print(long_summary(frame), highlight=False, soft_wrap=True)
     from tomebench.results.files import sidecar
 
     console.print(explanation(frame), highlight=False, soft_wrap=True)

@@ -17,6 +17,21 @@ if TYPE_CHECKING:
 SUMMARY_ROWS = 60  # a longer CSV (a schedule search) is not printed row by row
 
 
+def long_summary(frame: pd.DataFrame, shown: int = 5) -> str:
+    """One line for a CSV too long to print row by row (over SUMMARY_ROWS): how many rows, and which reducers have
+    error rows with the first error of each (at most `shown` reducers), so a failure is not hidden by the length."""
+    failed = frame[frame["error"].notna()]
+    line = f"{len(frame)} rows (too many to print; every one is in the CSV), {len(failed)} with an error"
+    if failed.empty:
+        return line
+    parts = []
+    for reducer, rows in list(failed.groupby("reducer", sort=False))[:shown]:
+        first = str(rows["error"].iloc[0]).splitlines()[0]
+        parts.append(f"{reducer} ({len(rows)}): {first[:100]}{'...' if len(first) > 100 else ''}")
+    more = failed["reducer"].nunique() - len(parts)
+    return line + ": " + "; ".join(parts) + (f"; and {more} more reducer(s)" if more > 0 else "")
+
+
 def summary(frame: pd.DataFrame) -> Table:
     """Speedup (with its p10-p90) first: it is paired within a timing group. A row's images/s is shown next to its
     own group's unpatched images/s, the only number it may be compared with."""

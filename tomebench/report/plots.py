@@ -107,6 +107,21 @@ def _curves(frame: pd.DataFrame):
         yield name, rows.sort_values("r")
 
 
+def styles(frame: pd.DataFrame) -> dict[str, tuple[tuple[float, float, float], str]]:
+    """(colour, marker) of each reducer variant in frame, the same in every figure drawn from it and no two alike.
+
+    Up to 10 variants take tab10 with circles. Beyond that tab20's dark shades come first, then its light ones with
+    squares: tab20 pairs a dark and a light shade of one hue, so the marker is what tells a pair apart (the demo
+    comparison has 11 reducers; an ablation 13)."""
+    names = [name for name, _ in _curves(usable(frame))]
+    if len(names) <= 10:
+        chosen = [(colour, "o") for colour in matplotlib.colormaps["tab10"].colors]
+    else:
+        tab20 = matplotlib.colormaps["tab20"].colors
+        chosen = [(colour, "o") for colour in tab20[0::2]] + [(colour, "s") for colour in tab20[1::2]]
+    return {name: chosen[i % len(chosen)] for i, name in enumerate(names)}
+
+
 def speedup_bounds(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """(low, high) of each row's speedup, as its error bar: the 95% interval of the median when the CSV has it (how
     well the speedup is known); else the p10-p90 of the paired per-round ratios; for older CSVs, the row's own
@@ -203,6 +218,7 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
 
     The speed axis is always the paired `speedup`: raw images/s of different timing groups are not comparable.
     """
+    style = styles(frame)  # before rows are dropped, so each figure of one CSV agrees
     frame = usable(frame).dropna(subset=["top1", "speedup"])
     if frame.empty:
         raise ValueError("no row has both a speedup and a top-1 accuracy")
@@ -210,15 +226,13 @@ def speed_accuracy(frame: pd.DataFrame) -> Figure:
     ax = fig.add_subplot()
     x = "speedup"
     points = []  # (x, y, text, priority, colour): what may be labelled; lower priority first
-    curves = list(_curves(frame))
-    # More variants than tab10 has colours (an ablation's 13): tab20, so no two share a colour.
-    palette = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
-    for (reducer, rows), colour in zip(curves, palette * (1 + len(curves) // len(palette))):
+    for reducer, rows in _curves(frame):
+        colour, marker = style[reducer]
         ax.errorbar(
             rows[x],
             rows["top1"],
             xerr=speedup_errors(rows),
-            fmt="o",
+            fmt=marker,
             markersize=5,
             capsize=2,
             elinewidth=0.8,
@@ -383,21 +397,24 @@ def place_labels(ax, labels, obstacles=(), fontsize: float = 7) -> int:
 
 def metric_vs_r(frame: pd.DataFrame, column: str, label: str) -> Figure:
     """`column` against r, one curve per reducer; the unpatched value as a horizontal line."""
+    style = styles(frame)  # before rows are dropped, so each figure of one CSV agrees
     frame = usable(frame).dropna(subset=[column])
     if frame.empty:
         raise ValueError(f"no measured row has {column}")
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for reducer, rows in _curves(frame):
+        colour, marker = style[reducer]
         # x is r, so a line in r order is honest here; speedup gets its p10-p90 bars.
         ax.errorbar(
             rows["r"],
             rows[column],
             yerr=speedup_errors(rows, column),
-            marker="o",
+            marker=marker,
             markersize=4,
             capsize=2,
             elinewidth=0.8,
+            color=colour,
             label=reducer,
         )
     base = frame[frame["reducer"] == BASELINE]
@@ -418,6 +435,7 @@ GMACS_LABEL = 'GMACs per image (multiply-adds, as the papers\' "GFLOPs")'
 def top1_vs_gmacs(frame: pd.DataFrame) -> Figure:
     """Top-1 against GMACs per image (half of infer_gflops): the comparison at equal cost, machine-independent, one
     curve per reducer variant joined in cost order, the unpatched model as a star."""
+    style = styles(frame)  # before rows are dropped, so each figure of one CSV agrees
     frame = usable(frame).dropna(subset=["top1", "infer_gflops"])
     if frame.empty:
         raise ValueError("no row has both a top-1 accuracy and GFLOPs")
@@ -425,8 +443,9 @@ def top1_vs_gmacs(frame: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.add_subplot()
     for name, rows in _curves(frame):
+        colour, marker = style[name]
         rows = rows.sort_values("gmacs")
-        ax.plot(rows["gmacs"], rows["top1"], marker="o", markersize=4, linewidth=1, label=name)
+        ax.plot(rows["gmacs"], rows["top1"], marker=marker, markersize=4, linewidth=1, color=colour, label=name)
     base = frame[frame["reducer"] == BASELINE]
     if not base.empty:
         ax.scatter(base["gmacs"], base["top1"], marker="*", s=160, color="black", zorder=4, label="unpatched")

@@ -29,6 +29,7 @@ BASELINE = REPO / "results" / "baselines" / "demo-cpu.csv"
 ABLATION = REPO / "docs" / "ablate-demo.csv"
 SCHEDULES = REPO / "docs" / "schedules-demo.csv"
 BATCH = REPO / "docs" / "batch-vit_s-cpu.csv"
+FIELD = REPO / "docs" / "field-vitb16-cpu.csv"
 
 
 def _ok(frame: pd.DataFrame) -> pd.DataFrame:
@@ -118,6 +119,31 @@ def batch() -> str:
     return "\n".join(lines)
 
 
+def field() -> str:
+    """Every reducer at ToMe's cost on ViT-B/16 (benchmarks/field.py, one interleaved run), from
+    docs/field-vitb16-cpu.csv: the knob value matched, GMACs per image and their cut, speedup and the attention run;
+    a reducer that could not run is listed with its reason."""
+    frame = read_csv(FIELD)
+    base = frame[(frame["reducer"] == "none") & frame["error"].isna()].iloc[0]
+    lines = [
+        "| reducer | ran at | GMACs | GMACs cut | speedup (95% interval) | attention |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| unpatched | - | {fmt(base['infer_gflops'] / 2, '.3f')} | - | 1.00x | {base['attn_impl']} |",
+    ]
+    for _, row in frame[frame["reducer"] != "none"].iterrows():
+        if isinstance(row["error"], str):
+            reason = row["error"].split(";")[0].split(": ", 1)[-1]
+            lines.append(f"| {row['reducer']} | not run: {reason} | | | | |")
+            continue
+        ran = row["reducer_options"] if isinstance(row["reducer_options"], str) else f"r={row['r']}"
+        cut = 1 - row["infer_gflops"] / base["infer_gflops"]
+        lines.append(
+            f"| {row['reducer']} | {ran} | {fmt(row['infer_gflops'] / 2, '.3f')} | {cut:.1%} | {_speedup(row)} "
+            f"| {row['attn_impl']} |"
+        )
+    return "\n".join(lines)
+
+
 # Where each method was published; the rest of the reducer table comes from what each reducer declares.
 VENUES = {
     "tome": "ICLR 2023",
@@ -178,6 +204,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ablation": ablation,
     "schedules": schedules,
     "batch": batch,
+    "field": field,
 }
 
 

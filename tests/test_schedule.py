@@ -179,3 +179,36 @@ def test_distinct_r_agrees_with_measuring_every_r():
             brute = list(dict.fromkeys(effective(r) for r in range(3 * cap + 3)))
             kept, _ = distinct_r(range(0, 10**12), schedule, depth, tokens, prefix)
             assert [effective(r) for r in kept] == brute
+
+
+def test_distinct_r_with_a_reducers_own_limit_and_count_agrees_with_measuring_every_r():
+    # ATC's limits: down to one cluster (M - 1 a block, not M // 2) and its authors' r - 1 with a cls token;
+    # MCTF's: at least 10 tokens stay, the first block skipped.
+    def down_to_one(n, p):
+        return max(n - p - 1, 0)
+
+    def ten_stay(n, p):
+        return max(min(n - 10, (n - p) // 2), 0)
+
+    def one_less(rs):
+        return tuple(max(r - 1, 0) for r in rs)
+
+    def skip_first(rs):
+        return (0, *rs[1:])
+
+    for depth, tokens, prefix in ((6, 101, 1), (12, 197, 1), (4, 17, 2)):
+        for schedule in ("constant", "decreasing", "inflection:0.5"):
+            for most, spend in ((down_to_one, one_less), (down_to_one, None), (ten_stay, skip_first)):
+                count = spend or tuple
+
+                def effective(r, depth=depth, schedule=schedule, tokens=tokens, prefix=prefix, most=most, count=count):
+                    return effective_schedule(count(layer_schedule(r, depth, schedule)), tokens, prefix, most)[0]
+
+                kept, cap = distinct_r(range(0, 10**12), schedule, depth, tokens, prefix, most, spend)
+                assert all(effective(cap + k) == effective(cap) for k in (1, 2, 7, 100, 10**9))
+                brute = list(dict.fromkeys(effective(r) for r in range(3 * cap + 3)))
+                assert [effective(r) for r in kept] == brute
+    # ATC can remove more of a block than ToMe, so it keeps r values that ToMe's clamp collapses into one.
+    tome, _ = distinct_r(range(0, 200), "constant", 12, 197, 1)
+    atc, _ = distinct_r(range(0, 200), "constant", 12, 197, 1, down_to_one, one_less)
+    assert max(atc) > max(tome) and 1 not in atc  # r = 1 spends 0 with a cls token: the same as r = 0

@@ -6,7 +6,7 @@ import math
 import numbers
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -131,17 +131,27 @@ def _exact_inflection(r: int, depth: int, slope: Fraction) -> tuple[int, ...]:
     return tuple(values)
 
 
+# (tokens, prefix tokens) -> the most one block can remove; a reducer declares its own (reducers/base.py `most`).
+Most = Callable[[int, int], int]
+
+
+def bipartite_most(num_tokens: int, num_prefix_tokens: int) -> int:
+    """The paper's clamp: bipartite matching pairs at most half the non-prefix tokens, (N - prefix) // 2."""
+    return max(num_tokens - num_prefix_tokens, 0) // 2
+
+
 def effective_schedule(
-    rs: Sequence[int], num_tokens: int, num_prefix_tokens: int
+    rs: Sequence[int], num_tokens: int, num_prefix_tokens: int, most: Most = bipartite_most
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """What the schedule really removes: each layer's r clamped to (N - prefix) // 2.
+    """What the schedule really removes: each layer's r clamped to `most` of the tokens it gets ((N - prefix) // 2
+    unless a reducer allows more or less).
 
     Returns (effective r per layer, tokens after each layer).
     """
     effective, tokens = [], []
     n = num_tokens
     for r in rs:
-        r_eff = min(r, max(n - num_prefix_tokens, 0) // 2)
+        r_eff = min(r, most(n, num_prefix_tokens))
         n -= r_eff
         effective.append(r_eff)
         tokens.append(n)
@@ -235,16 +245,25 @@ def _parse_r(text: str) -> range | list[int]:
     raise UsageError(f"bad r {text!r}: use a number (16), a list (0,8,16) or a range (0..24 or 0..24:4).")
 
 
-def saturation_r(schedule: str | Schedule, depth: int, num_tokens: int, num_prefix_tokens: int) -> int:
+def saturation_r(
+    schedule: str | Schedule,
+    depth: int,
+    num_tokens: int,
+    num_prefix_tokens: int,
+    most: Most = bipartite_most,
+    slack: int = 0,
+) -> int:
     """An r from which a named schedule removes the same tokens in every block whatever r is (an upper bound on
     the smallest such r; `distinct_r` measures below it exactly).
 
     A block removes at most M = (N - prefix) // 2 tokens. Block i's share of r is c_i = 1 + T (2i - (d - 1)) /
     (d - 1) (the authors' line; their formula truncates twice, so it asks for more than r c_i - 2; the exact
     variant for at least floor(r c_i)); a block whose share is 0 always asks for 0. Once r c_i - 2 >= M for every
-    positive c_i, every block asks for M or more, and the effective schedule no longer changes.
+    positive c_i, every block asks for M or more, and the effective schedule no longer changes. `most` is the
+    reducer's own M (tokens only fall, so its value on the input is the bound for every block); `slack` is what the
+    reducer keeps back of each block's r (ATC's authors spend r - 1: slack 1).
     """
-    most = max(num_tokens - num_prefix_tokens, 0) // 2
+    most = most(num_tokens, num_prefix_tokens) + slack
     parsed = parse_schedule(schedule)
     kind, slope = parsed.kind, parsed.slope
     if depth == 1:
@@ -258,13 +277,27 @@ def saturation_r(schedule: str | Schedule, depth: int, num_tokens: int, num_pref
 
 
 def distinct_r(
-    r_values: Sequence[int], schedule: str | Schedule, depth: int, num_tokens: int, num_prefix_tokens: int
+    r_values: Sequence[int],
+    schedule: str | Schedule,
+    depth: int,
+    num_tokens: int,
+    num_prefix_tokens: int,
+    most: Most = bipartite_most,
+    spend: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None,
 ) -> tuple[list[int], int]:
     """The r values whose effective per-block schedules differ, first of each kept, in the order given; and the
     saturation r above which all are one. Looks at no more than the values up to the saturation r (plus the
-    first above it), so a range of 10**13 costs nothing."""
+    first above it), so a range of 10**13 costs nothing.
+
+    `most` and `spend` are a reducer's: the most a block can remove, and what it removes of each block's requested
+    r (blocks it skips, its authors' own count); both must grow with r, as every registered reducer's do."""
     schedule = parse_schedule(schedule)
-    cap = saturation_r(schedule, depth, num_tokens, num_prefix_tokens)
+    spend = spend or tuple
+    cap = saturation_r(schedule, depth, num_tokens, num_prefix_tokens, most)
+    asked = layer_schedule(cap, depth, schedule)
+    slack = max((a - s for a, s in zip(asked, spend(asked)) if a > 0), default=0)
+    if slack > 0:  # it keeps some of each r back: the bound must ask for that much more
+        cap = saturation_r(schedule, depth, num_tokens, num_prefix_tokens, most, slack)
     if isinstance(r_values, range) and r_values.step > 0:
         below = max(0, min(len(r_values), (cap - r_values.start) // r_values.step + 1))
         candidates: Sequence[int] = r_values[: below + 1]
@@ -272,7 +305,7 @@ def distinct_r(
         candidates = r_values
 
     def key(r: int) -> tuple[int, ...]:
-        return effective_schedule(layer_schedule(r, depth, schedule), num_tokens, num_prefix_tokens)[0]
+        return effective_schedule(spend(layer_schedule(r, depth, schedule)), num_tokens, num_prefix_tokens, most)[0]
 
     saturated = key(cap)
     # Requests grow with r in every block, so the r values that reach the saturated schedule are all those from

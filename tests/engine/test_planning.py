@@ -32,3 +32,27 @@ def test_gmacs_matching_is_held_to_tome_whatever_the_registry_order():
     configs = Setup.build(spec).configs
     matched = [c for c in configs if c.reducer not in ("none", "tome")]
     assert matched and all(c.note.startswith("matched to tome r=4") for c in matched), [c.note for c in matched]
+
+
+def test_each_reducer_keeps_the_r_values_that_differ_for_it():
+    # test_vit: 100 patches + cls. ToMe saturates at r = 50 (it merges at most half); ATC can cluster down to one
+    # token, so r = 50..99 still differ for it, and its authors' r - 1 makes r = 1 the unpatched model.
+    setup = Setup.build(replace(SPEC, reducers=("tome", "atc"), r=parse_r_spec("0..200"), match="none"))
+    rs = {name: [c.r for c in setup.configs if c.reducer == name] for name in ("tome", "atc")}
+    assert max(rs["tome"]) == 50 and max(rs["atc"]) > 50 and 1 not in rs["atc"]
+    # r = 0 counts among the distinct values; it is then measured once, as the unpatched row
+    notes = sorted(note for note in setup.notes if "distinct" in note)
+    assert len(notes) == 2, notes
+    assert notes[0].startswith(f"201 r values asked, {len(rs['atc']) + 1} distinct for atc on test_vit")
+    assert notes[1].startswith(f"201 r values asked, {len(rs['tome']) + 1} distinct for tome on test_vit")
+
+
+def test_a_clamp_note_gives_the_reducers_own_limit():
+    from tomebench.engine.probe import _clamp_note
+
+    assert _clamp_note((4, 4), (4, 4)) is None
+    tome = _clamp_note((30, 30), (30, 17), "tome")
+    assert tome == "r clamped at block(s) 2:30->17 (a block merges at most (N - prefix) // 2 tokens)"
+    atc = _clamp_note((29, 29), (29, 5), "atc")
+    assert atc.startswith("r clamped at block(s) 2:29->5 (atc's most per block: Down to one cluster")
+    assert "(N - prefix) // 2" not in atc

@@ -9,6 +9,7 @@ error, which becomes that configuration's row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from tomebench.engine.spec import Config, RunSpec, nominal_r
 from tomebench.errors import UsageError, one_line
@@ -39,12 +40,14 @@ def plan_configs(spec: RunSpec, loaded: LoadedModel, notes: list[str] | None = N
             # An explicit per-block list is one configuration; its r is the mean tokens removed per block.
             layer_schedule(spec.schedule.blocks, depth)  # one r per block, exactly: refuses short and long lists
             r_values = (sum(spec.schedule.blocks) // depth,)
-        else:
-            r_values = _distinct_r(r_values, spec, loaded, notes)
+        own: dict[str, list[int]] = {}
+        if not spec.schedule.explicit:
+            r_values, own = _distinct_r(r_values, spec, loaded, notes)
         if len([c for c in spec.reducers if c.name != "none"]) > 1 and 0 in r_values and len(r_values) > 1:
             # Every reducer at r = 0 removes nothing: the same work as the unpatched model, which is timed anyway.
             # Timed once per reducer, its noise would be drawn as several different "speedups" of one computation.
             r_values = [r for r in r_values if r != 0]
+            own = {name: [r for r in kept if r != 0] for name, kept in own.items()}
             notes.append("r=0 removes nothing, whatever the reducer: it is measured once, as the unpatched row")
         planned = []
         if _matching(spec):
@@ -53,7 +56,7 @@ def plan_configs(spec: RunSpec, loaded: LoadedModel, notes: list[str] | None = N
             planned = matched_configs(spec, loaded, r_values, notes)
         for choice in spec.reducers:
             if not _matching(spec):
-                planned += _choice_configs(choice, spec, r_values, model, notes)
+                planned += _choice_configs(choice, spec, own.get(choice.name, r_values), model, notes)
             for option in choice.inert:
                 notes.append(
                     f"{choice.name}.{option}: it changes nothing with the other options, so it is left out of the rows"
@@ -93,18 +96,42 @@ def _choice_configs(choice, spec: RunSpec, r_values, model, notes: list[str]) ->
     return [Config(choice.name, nominal_r(requested), CONSTANT, spec.prop_attn, choice.options)]
 
 
-def _distinct_r(r_values, spec: RunSpec, loaded: LoadedModel, notes: list[str]) -> list[int]:
+def _distinct_r(r_values, spec: RunSpec, loaded: LoadedModel, notes: list[str]) -> tuple[list, dict[str, list]]:
+    """ToMe's distinct r values (the cost --match gmacs holds every reducer to), and each r-budget reducer's own.
+
+    A reducer that can remove more of a block than bipartite matching (ATC: down to one cluster), less (MCTF keeps
+    10 tokens), or that spends r its own way (blocks it skips, its authors' r - 1) keeps the r values that differ
+    for it: deduplicating them by ToMe's clamp would measure two different configurations as one."""
     model = loaded.model
-    kept, cap = distinct_r(
-        r_values, spec.schedule, model_depth(model), num_input_tokens(model), num_prefix_tokens(model)
-    )
-    if len(kept) < len(r_values):
-        notes.append(
-            f"{len(r_values)} r values asked, {len(kept)} distinct on {loaded.name}: from r={cap} on, every "
-            f"block of the {spec.schedule.label} schedule removes as many tokens as it can, and r values "
-            f"with the same per-block schedule are measured once (r={runs(kept)})"
-        )
-    return kept
+    depth, tokens, prefix = model_depth(model), num_input_tokens(model), num_prefix_tokens(model)
+    kept, cap = distinct_r(r_values, spec.schedule, depth, tokens, prefix)
+    model_layout = layout(model)
+    own: dict[str, tuple[list, int]] = {}
+    for choice in spec.reducers:
+        reducer = REDUCERS.get(choice.name)
+        if reducer.kind == "none" or reducer.budget is not None:
+            continue
+        spend = partial(_spent, reducer, dict(choice.options), model_layout)
+        own[choice.name] = distinct_r(r_values, spec.schedule, depth, tokens, prefix, reducer.most, spend)
+    groups: dict[tuple, list[str]] = {}
+    for name, (its, its_cap) in own.items():
+        groups.setdefault((tuple(its), its_cap), []).append(name)
+    if not own or len(groups) == 1 and next(iter(groups))[0] == tuple(kept):
+        groups = {(tuple(kept), cap): []}  # every reducer as ToMe: one note, as it always read
+    for (its, its_cap), names in groups.items():
+        if len(its) < len(r_values):
+            who = f" for {', '.join(names)}" if names else ""
+            notes.append(
+                f"{len(r_values)} r values asked, {len(its)} distinct{who} on {loaded.name}: from r={its_cap} on, "
+                f"every block of the {spec.schedule.label} schedule removes as many tokens as it can, and r values "
+                f"with the same per-block schedule are measured once (r={runs(list(its))})"
+            )
+    return kept, {name: its for name, (its, _) in own.items()}
+
+
+def _spent(reducer, options: dict, model_layout, requested: tuple[int, ...]) -> tuple[int, ...]:
+    """What `reducer` removes of each block's requested r (0 where it does not act, its authors' own count)."""
+    return reducer.only_active(requested, options, model_layout)
 
 
 def runs(values: list[int]) -> str:

@@ -55,7 +55,7 @@ def probe(
         gflops = count_gflops(model, one)
         tokens, attn_impl = token_trace(model, one)
         info = patch_info(model)
-        clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0])
+        clamp = None if info is None else _clamp_note(info.r, token_counts(model)[0], info.reducer)
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its row's error
         return Check(error=failure(exc, device), batch_size=requested)
     if compiled_prepare is not None:
@@ -93,9 +93,17 @@ def _full_batch(module, batch, autocast, device, compiling: bool) -> tuple[int, 
     return size, max(0.0, first - forward(size)) if compiling else None
 
 
-def _clamp_note(requested: tuple[int, ...], effective: tuple[int, ...]) -> str | None:
-    """Name the blocks where r was more than the tokens allow ((N - prefix) // 2), as the paper clamps."""
+def _clamp_note(requested: tuple[int, ...], effective: tuple[int, ...], reducer: str = "tome") -> str | None:
+    """Name the blocks where r was more than the tokens allow, and why: (N - prefix) // 2 as the paper clamps, or
+    the reducer's own limit (the first sentence of its `most`: ATC goes down to one cluster, MCTF keeps 10)."""
+    from tomebench.reducers import REDUCERS
+    from tomebench.reducers.base import max_r
+
     clamped = [f"{i + 1}:{a}->{b}" for i, (a, b) in enumerate(zip(requested, effective)) if a != b]
     if not clamped:
         return None
-    return f"r clamped at block(s) {' '.join(clamped)} (a block merges at most (N - prefix) // 2 tokens)"
+    most = REDUCERS.get(reducer).most
+    why = "a block merges at most (N - prefix) // 2 tokens"
+    if most is not max_r and most.__doc__:
+        why = f"{reducer}'s most per block: {most.__doc__.split('. ')[0].strip().rstrip('.')}"
+    return f"r clamped at block(s) {' '.join(clamped)} ({why})"

@@ -56,3 +56,11 @@ def test_a_clamp_note_gives_the_reducers_own_limit():
     atc = _clamp_note((29, 29), (29, 5), "atc")
     assert atc.startswith("r clamped at block(s) 2:29->5 (atc's most per block: Down to one cluster")
     assert "(N - prefix) // 2" not in atc
+
+
+def test_under_gmacs_matching_the_r_values_are_tomes_costs_and_one_note_says_so():
+    # r = 60 and 70 are one configuration for ToMe (saturated at 50), though not for ATC: ToMe's r sets the costs.
+    setup = Setup.build(replace(SPEC, reducers=("tome", "atc"), r=(40, 60, 70), match="gmacs"))
+    notes = [note for note in setup.notes if "distinct" in note]
+    assert len(notes) == 1 and notes[0].startswith("3 r values asked, 2 distinct on test_vit"), notes
+    assert [c.r for c in setup.configs if c.reducer == "tome"] == [40, 60]

@@ -107,7 +107,8 @@ def _distinct_r(r_values, spec: RunSpec, loaded: LoadedModel, notes: list[str]) 
     kept, cap = distinct_r(r_values, spec.schedule, depth, tokens, prefix)
     model_layout = layout(model)
     own: dict[str, tuple[list, int]] = {}
-    for choice in spec.reducers:
+    # Under --match gmacs ToMe's r values are the costs every reducer is matched to, not r values each one runs.
+    for choice in () if _matching(spec) else spec.reducers:
         reducer = REDUCERS.get(choice.name)
         if reducer.kind == "none" or reducer.budget is not None:
             continue
